@@ -63,7 +63,10 @@ fn unaligned(c: &mut Criterion) {
 }
 
 fn random_4k(c: &mut Criterion) {
-    for (name, write) in [("rand-read-4KiB-qd64", false), ("rand-write-4KiB-qd64", true)] {
+    for (name, write) in [
+        ("rand-read-4KiB-qd64", false),
+        ("rand-write-4KiB-qd64", true),
+    ] {
         let job = Job {
             write,
             random: true,

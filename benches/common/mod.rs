@@ -62,14 +62,20 @@ pub fn run(store: &mut ChunkStore, job: Job, max_ops: u64, max_time: Duration) -
         let out_of_time = started.elapsed() >= max_time;
         while issued < max_ops && !out_of_time {
             let Some(slot) = slots.pop() else { break };
-            let block = if job.random { rng.next() % blocks } else { issued % blocks };
+            let block = if job.random {
+                rng.next() % blocks
+            } else {
+                issued % blocks
+            };
             submit(store, job, block * job.block_bytes as u64, issued, slot);
             issued += 1;
         }
         if finished == issued {
             break;
         }
-        store.wait(&mut completions, 1).expect("wait for completions");
+        store
+            .wait(&mut completions, 1)
+            .expect("wait for completions");
         for c in completions.drain(..) {
             match c.result {
                 Ok(Outcome::Written { .. } | Outcome::Read { .. }) => {}

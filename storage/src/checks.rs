@@ -18,7 +18,8 @@ const RAMFS_MAGIC: i64 = 0x8584_58f6;
 /// not a disk, where O_DIRECT is absent or only emulated), or one whose file system rejects
 /// O_DIRECT opens.
 pub fn check_data_dir(dir: &Path) -> Result<()> {
-    let fs_type = statfs_type(dir).map_err(|e| Error::io("statfs data dir", dir.to_path_buf(), e))?;
+    let fs_type =
+        statfs_type(dir).map_err(|e| Error::io("statfs data dir", dir.to_path_buf(), e))?;
     let memory_fs = match fs_type {
         TMPFS_MAGIC => Some("tmpfs"),
         RAMFS_MAGIC => Some("ramfs"),
@@ -134,7 +135,10 @@ mod tests {
             limit_bytes: 8 << 20,
         };
         let msg = err.to_string();
-        assert!(msg.contains("ulimit -l") && msg.contains("8388608"), "{msg}");
+        assert!(
+            msg.contains("ulimit -l") && msg.contains("8388608"),
+            "{msg}"
+        );
         // Within the limit always passes, with or without CAP_IPC_LOCK.
         check_memlock(0).expect("zero bytes always fit");
     }

@@ -64,7 +64,9 @@ impl Ring {
     /// kernel) and a completion queue twice as large, then probes the opcodes BenchFS uses.
     pub fn new(sq_entries: u32) -> Result<Ring> {
         if sq_entries == 0 {
-            return Err(Error::InvalidArgument("a ring needs at least one entry".into()));
+            return Err(Error::InvalidArgument(
+                "a ring needs at least one entry".into(),
+            ));
         }
         let uring = IoUring::builder()
             .setup_cqsize(sq_entries.saturating_mul(2))
@@ -76,7 +78,9 @@ impl Ring {
             .submitter()
             .register_probe(&mut probe)
             .map_err(|e| Error::IoUringUnavailable {
-                reason: format!("IORING_REGISTER_PROBE failed ({e}); BenchFS needs Linux 5.6 or newer"),
+                reason: format!(
+                    "IORING_REGISTER_PROBE failed ({e}); BenchFS needs Linux 5.6 or newer"
+                ),
             })?;
         for (code, name) in REQUIRED_OPCODES {
             if !probe.is_supported(code) {

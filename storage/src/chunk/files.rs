@@ -68,8 +68,10 @@ impl ChunkFiles {
         let mut index = BTreeSet::new();
         for fan in 0..FAN_OUT {
             let dir = layout.fan_dir(fan);
-            std::fs::create_dir_all(&dir).map_err(|e| Error::io("create chunk dir", dir.clone(), e))?;
-            let entries = std::fs::read_dir(&dir).map_err(|e| Error::io("list chunk dir", dir.clone(), e))?;
+            std::fs::create_dir_all(&dir)
+                .map_err(|e| Error::io("create chunk dir", dir.clone(), e))?;
+            let entries =
+                std::fs::read_dir(&dir).map_err(|e| Error::io("list chunk dir", dir.clone(), e))?;
             for entry in entries {
                 let entry = entry.map_err(|e| Error::io("list chunk dir", dir.clone(), e))?;
                 if let Some(key) = entry.file_name().to_str().and_then(parse_file_name) {
@@ -156,7 +158,10 @@ impl ChunkFiles {
 
     /// Drops one pin of `key`; a doomed file is closed with its last pin.
     pub fn unpin(&mut self, key: ChunkKey) {
-        let open = self.open.get_mut(&key).expect("unpin of a chunk that is not open");
+        let open = self
+            .open
+            .get_mut(&key)
+            .expect("unpin of a chunk that is not open");
         debug_assert!(open.pins > 0);
         open.pins -= 1;
         if open.pins == 0 && open.doomed {

@@ -117,7 +117,10 @@ mod tests {
         let layout = Layout::new(Path::new("/d"));
         let path = layout.chunk_path(key);
         assert!(path.starts_with("/d/chunks"));
-        assert_eq!(path.file_name().unwrap(), "0123456789abcdef.000000000000002a");
+        assert_eq!(
+            path.file_name().unwrap(),
+            "0123456789abcdef.000000000000002a"
+        );
     }
 
     #[test]
@@ -128,6 +131,9 @@ mod tests {
         }
         let max = *counts.iter().max().unwrap();
         let min = *counts.iter().min().unwrap();
-        assert!(min >= 32 && max <= 110, "uneven fan-out: min {min} max {max}");
+        assert!(
+            min >= 32 && max <= 110,
+            "uneven fan-out: min {min} max {max}"
+        );
     }
 }

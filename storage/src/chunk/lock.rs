@@ -44,7 +44,14 @@ pub(crate) struct RangeLocks {
 impl RangeLocks {
     /// Asks for `[start, end)` of `key` on behalf of `op`. Returns `true` when granted at once;
     /// otherwise the request waits and [`RangeLocks::release`] reports it when granted.
-    pub fn acquire(&mut self, key: ChunkKey, op: u32, start: u64, end: u64, exclusive: bool) -> bool {
+    pub fn acquire(
+        &mut self,
+        key: ChunkKey,
+        op: u32,
+        start: u64,
+        end: u64,
+        exclusive: bool,
+    ) -> bool {
         debug_assert!(start < end, "empty lock range");
         let want = Range {
             op,

@@ -108,7 +108,9 @@ impl ChunkStoreConfig {
             )));
         }
         if self.open_files_max == 0 {
-            return Err(Error::InvalidArgument("open_files_max must be at least 1".into()));
+            return Err(Error::InvalidArgument(
+                "open_files_max must be at least 1".into(),
+            ));
         }
         Ok(())
     }

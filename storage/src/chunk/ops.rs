@@ -84,7 +84,10 @@ impl Span {
 pub(super) enum Kind {
     Write(Span),
     /// `read_end`: where the disk read of the window stops (end of file, rounded up).
-    Read { span: Span, read_end: u64 },
+    Read {
+        span: Span,
+        read_end: u64,
+    },
     Sync {
         file_id: u64,
         index: Option<u64>,
@@ -92,7 +95,10 @@ pub(super) enum Kind {
         pinned: Vec<ChunkKey>,
         fds: Vec<File>,
     },
-    Truncate { key: ChunkKey, len: u64 },
+    Truncate {
+        key: ChunkKey,
+        len: u64,
+    },
 }
 
 /// One operation of a chunk store.
@@ -200,7 +206,8 @@ impl ChunkStore {
             Kind::Sync { .. } => self.begin_sync(id),
             Kind::Truncate { key, len } => {
                 let (key, len) = (*key, *len);
-                self.truncate_now(key, len).map(|()| Some(Outcome::Truncated))
+                self.truncate_now(key, len)
+                    .map(|()| Some(Outcome::Truncated))
             }
         };
         self.advance(id, result);
@@ -250,7 +257,8 @@ impl ChunkStore {
         });
         if op.locked {
             let mut granted = Vec::new();
-            self.locks.release(op.key().expect("locked ops have a chunk"), id, &mut granted);
+            self.locks
+                .release(op.key().expect("locked ops have a chunk"), id, &mut granted);
             for next in granted {
                 self.begin(next);
             }
@@ -274,7 +282,11 @@ impl ChunkStore {
     }
 
     fn cqe_error(&self, what: &'static str, key: ChunkKey, result: i32) -> Error {
-        Error::io(what, self.files.path(key), std::io::Error::from_raw_os_error(-result))
+        Error::io(
+            what,
+            self.files.path(key),
+            std::io::Error::from_raw_os_error(-result),
+        )
     }
 
     fn span(&mut self, id: u32) -> Span {
@@ -326,7 +338,10 @@ impl ChunkStore {
             (read_tail, PART_TAIL, tail_block, 1),
         ] {
             if wanted {
-                let buf = self.slab.data_addr(slot_index).wrapping_add(slot_size + edge * BLOCK_SIZE);
+                let buf = self
+                    .slab
+                    .data_addr(slot_index)
+                    .wrapping_add(slot_size + edge * BLOCK_SIZE);
                 self.push_read(id, part, span.key, buf, BLOCK_SIZE, block, slot_index)?;
                 self.counters.edge_reads += 1;
             }
@@ -371,7 +386,11 @@ impl ChunkStore {
         let tail_partial = span.data_end() < window;
         let tail_in_head_edge = read_head && window == BLOCK_SIZE;
         if tail_partial && (read_tail || tail_in_head_edge) {
-            let edge = if read_tail { slot_size + BLOCK_SIZE } else { slot_size };
+            let edge = if read_tail {
+                slot_size + BLOCK_SIZE
+            } else {
+                slot_size
+            };
             let from = span.data_end() - (window - BLOCK_SIZE);
             whole.copy_within(edge + from..edge + BLOCK_SIZE, span.data_end());
             copied += window - span.data_end();
@@ -383,7 +402,10 @@ impl ChunkStore {
         let span = self.span(id);
         let slot_index = self.slot_index(id);
         let fd = self.files.get(span.key).fd();
-        let buf = self.slab.data_addr(slot_index).wrapping_add(span.done as usize);
+        let buf = self
+            .slab
+            .data_addr(slot_index)
+            .wrapping_add(span.done as usize);
         let len = (span.window_len() - span.done as usize) as u32;
         let entry = opcode::WriteFixed::new(types::Fd(fd), buf, len, slot_index as u16)
             .offset(span.start + span.done)
@@ -488,9 +510,20 @@ impl ChunkStore {
             unreachable!("not a read");
         };
         let slot_index = self.slot_index(id);
-        let buf = self.slab.data_addr(slot_index).wrapping_add(span.done as usize);
+        let buf = self
+            .slab
+            .data_addr(slot_index)
+            .wrapping_add(span.done as usize);
         let len = (read_end - span.start - span.done) as usize;
-        self.push_read(id, PART_MAIN, span.key, buf, len, span.start + span.done, slot_index)
+        self.push_read(
+            id,
+            PART_MAIN,
+            span.key,
+            buf,
+            len,
+            span.start + span.done,
+            slot_index,
+        )
     }
 
     fn on_read(&mut self, id: u32, result: i32) -> Result<Option<Outcome>> {
@@ -552,7 +585,14 @@ impl ChunkStore {
         Ok((self.op(id).pending == 0).then_some(Outcome::Synced))
     }
 
-    fn sync_state(&mut self, id: u32) -> (&mut Vec<(ChunkKey, bool)>, &mut Vec<ChunkKey>, &mut Vec<File>) {
+    fn sync_state(
+        &mut self,
+        id: u32,
+    ) -> (
+        &mut Vec<(ChunkKey, bool)>,
+        &mut Vec<ChunkKey>,
+        &mut Vec<File>,
+    ) {
         match &mut self.op(id).kind {
             Kind::Sync {
                 targets,
@@ -586,7 +626,10 @@ impl ChunkStore {
             let (targets, ..) = self.sync_state(id);
             let targets = std::mem::take(targets);
             self.files.restore_dirty(&targets);
-            let key = targets.first().map(|(k, _)| *k).unwrap_or(ChunkKey::new(0, 0));
+            let key = targets
+                .first()
+                .map(|(k, _)| *k)
+                .unwrap_or(ChunkKey::new(0, 0));
             return Err(self.cqe_error("sync chunk", key, result));
         }
         Ok((self.op(id).pending == 0).then_some(Outcome::Synced))
