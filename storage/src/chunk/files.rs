@@ -104,6 +104,15 @@ impl ChunkFiles {
     pub fn pin(&mut self, key: ChunkKey, create: bool) -> Result<bool> {
         self.clock += 1;
         if let Some(open) = self.open.get_mut(&key) {
+            if open.doomed {
+                // Only reachable if a chunk were removed under an operation that holds it; the
+                // store's range locks prevent that. Refuse rather than use the unlinked file.
+                return Err(Error::io(
+                    "open chunk file",
+                    self.layout.chunk_path(key),
+                    std::io::Error::from_raw_os_error(libc::EBUSY),
+                ));
+            }
             open.pins += 1;
             open.last_use = self.clock;
             return Ok(true);
@@ -245,9 +254,17 @@ impl ChunkFiles {
             .collect()
     }
 
-    /// Opens `key` for a sync without caching it (the file is not in the cache).
+    /// A descriptor of `key`'s file for a sync, owned by the caller: a duplicate of the cached
+    /// one, or a fresh open. `None` when the chunk no longer exists.
     pub fn open_for_sync(&self, key: ChunkKey) -> Result<Option<File>> {
         let path = self.layout.chunk_path(key);
+        if let Some(open) = self.open.get(&key) {
+            return open
+                .file
+                .try_clone()
+                .map(Some)
+                .map_err(|e| Error::io("duplicate chunk file descriptor", path, e));
+        }
         match File::open(&path) {
             Ok(f) => Ok(Some(f)),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
@@ -264,11 +281,6 @@ impl ChunkFiles {
     /// The path of `key`'s file, for error messages.
     pub fn path(&self, key: ChunkKey) -> std::path::PathBuf {
         self.layout.chunk_path(key)
-    }
-
-    /// Whether `key` is open in the cache.
-    pub fn is_open(&self, key: ChunkKey) -> bool {
-        self.open.contains_key(&key)
     }
 
     /// Number of files open.

@@ -88,12 +88,13 @@ pub(super) enum Kind {
         span: Span,
         read_end: u64,
     },
+    /// `targets`: the dirty chunks taken, each with whether it was created since its last
+    /// sync; `fds`: the files being synced, each with whether a data-only sync suffices.
     Sync {
         file_id: u64,
         index: Option<u64>,
         targets: Vec<(ChunkKey, bool)>,
-        pinned: Vec<ChunkKey>,
-        fds: Vec<File>,
+        fds: Vec<(File, bool)>,
     },
     Truncate {
         key: ChunkKey,
@@ -146,7 +147,6 @@ impl Op {
             file_id,
             index,
             targets: Vec::new(),
-            pinned: Vec::new(),
             fds: Vec::new(),
         };
         Op::new(tag, kind, None)
@@ -240,11 +240,6 @@ impl ChunkStore {
         self.free_ops.push(id);
         if op.pinned {
             self.files.unpin(op.key().expect("pinned ops have a chunk"));
-        }
-        if let Kind::Sync { pinned, .. } = &op.kind {
-            for key in pinned {
-                self.files.unpin(*key);
-            }
         }
         let result = match op.error.take() {
             Some(e) => Err(e),
@@ -535,7 +530,10 @@ impl ChunkStore {
         }
         let done = span.done + result as u64;
         self.set_done(id, done);
-        if result > 0 && span.start + done < read_end {
+        // O_DIRECT reads come back short only at the end of the file, which may lie inside a
+        // block (a trimmed chunk): read on only while the file has more bytes.
+        let disk_len = self.files.get(span.key).disk_len;
+        if result > 0 && span.start + done < read_end.min(disk_len) {
             self.push_read_rest(id)?;
             return Ok(None);
         }
@@ -556,50 +554,54 @@ impl ChunkStore {
         };
         let targets = self.files.take_dirty(file_id, index);
         let created = targets.iter().any(|(_, created)| *created);
-        if let Kind::Sync { targets: t, .. } = &mut self.op(id).kind {
-            t.clone_from(&targets);
-        }
-        for (key, _) in &targets {
-            let fd = if self.files.is_open(*key) {
-                self.files.pin(*key, false)?;
-                self.sync_state(id).1.push(*key);
-                self.files.get(*key).fd()
-            } else {
-                match self.files.open_for_sync(*key)? {
-                    Some(file) => {
-                        let fd = file.as_raw_fd();
-                        self.sync_state(id).2.push(file);
-                        fd
-                    }
-                    None => continue,
+        match self.open_sync_files(file_id, &targets, created) {
+            Ok(files) => {
+                if let Kind::Sync {
+                    targets: t, fds, ..
+                } = &mut self.op(id).kind
+                {
+                    *t = targets;
+                    *fds = files;
                 }
-            };
-            self.push_fsync(id, fd, true)?;
+            }
+            Err(e) => {
+                self.files.restore_dirty(&targets);
+                return Err(e);
+            }
         }
-        if created {
-            let dir = self.files.open_fan_dir(file_id)?;
-            let fd = dir.as_raw_fd();
-            self.sync_state(id).2.push(dir);
-            self.push_fsync(id, fd, false)?;
+        let count = self.sync_fds(id).len();
+        for i in 0..count {
+            let (fd, data_only) = self.sync_fds(id)[i];
+            self.push_fsync(id, fd, data_only)?;
         }
         Ok((self.op(id).pending == 0).then_some(Outcome::Synced))
     }
 
-    fn sync_state(
-        &mut self,
-        id: u32,
-    ) -> (
-        &mut Vec<(ChunkKey, bool)>,
-        &mut Vec<ChunkKey>,
-        &mut Vec<File>,
-    ) {
-        match &mut self.op(id).kind {
-            Kind::Sync {
-                targets,
-                pinned,
-                fds,
-                ..
-            } => (targets, pinned, fds),
+    /// Descriptors of their own for the chunks to sync (and their directory when a chunk was
+    /// created since the last sync), so that eviction or removal of a cached file cannot close
+    /// a descriptor the kernel is syncing. Chunks removed meanwhile need no sync.
+    fn open_sync_files(
+        &self,
+        file_id: u64,
+        targets: &[(ChunkKey, bool)],
+        created: bool,
+    ) -> Result<Vec<(File, bool)>> {
+        let mut files = Vec::with_capacity(targets.len() + 1);
+        for (key, _) in targets {
+            if let Some(file) = self.files.open_for_sync(*key)? {
+                files.push((file, true));
+            }
+        }
+        if created {
+            files.push((self.files.open_fan_dir(file_id)?, false));
+        }
+        Ok(files)
+    }
+
+    /// The raw descriptors of a sync op, each with whether a data-only sync suffices.
+    fn sync_fds(&mut self, id: u32) -> Vec<(i32, bool)> {
+        match &self.op(id).kind {
+            Kind::Sync { fds, .. } => fds.iter().map(|(f, d)| (f.as_raw_fd(), *d)).collect(),
             _ => unreachable!("not a sync"),
         }
     }
@@ -614,8 +616,8 @@ impl ChunkStore {
             .flags(flags)
             .build()
             .user_data(user_data(PART_SYNC, id));
-        // SAFETY: the fd is either a pinned cache entry or a File held in the op's state, both
-        // kept open until the op finishes after this completion is reaped.
+        // SAFETY: the fd belongs to a File held in the op's state, which is dropped only when the
+        // op finishes, after this completion is reaped.
         unsafe { self.push(entry) }?;
         self.op(id).pending += 1;
         Ok(())
@@ -623,8 +625,10 @@ impl ChunkStore {
 
     fn on_sync(&mut self, id: u32, result: i32) -> Result<Option<Outcome>> {
         if result < 0 {
-            let (targets, ..) = self.sync_state(id);
-            let targets = std::mem::take(targets);
+            let targets = match &mut self.op(id).kind {
+                Kind::Sync { targets, .. } => std::mem::take(targets),
+                _ => unreachable!("not a sync"),
+            };
             self.files.restore_dirty(&targets);
             let key = targets
                 .first()
