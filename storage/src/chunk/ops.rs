@@ -530,10 +530,12 @@ impl ChunkStore {
         }
         let done = span.done + result as u64;
         self.set_done(id, done);
-        // O_DIRECT reads come back short only at the end of the file, which may lie inside a
-        // block (a trimmed chunk): read on only while the file has more bytes.
+        // A read that ends inside a block met the end of the file as it was then: the rest of
+        // the window is zeros, even if a concurrent write beyond the window has since grown the
+        // file (a resumed read would be unaligned). A short read ending on a block boundary is
+        // resumed while the file has more bytes.
         let disk_len = self.files.get(span.key).disk_len;
-        if result > 0 && span.start + done < read_end.min(disk_len) {
+        if result > 0 && done % BLOCK == 0 && span.start + done < read_end.min(disk_len) {
             self.push_read_rest(id)?;
             return Ok(None);
         }
