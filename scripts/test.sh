@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# The quality gate of BenchFS: installs what is missing, then checks formatting, lints, docs
+# and runs every test. CI runs exactly this (`.ci/run`).
+#
+# Usage: scripts/test.sh
+set -euo pipefail
+
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$root"
+
+"$root/scripts/setup.sh"
+
+step() {
+    echo "==> $*"
+}
+
+step "cargo fmt --check"
+cargo fmt --all --check
+
+step "cargo clippy (all targets, warnings denied)"
+cargo clippy --workspace --all-targets --quiet -- -D warnings
+
+step "cargo doc (warnings denied)"
+RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --quiet
+
+# Each criterion benchmark once, in test mode: they keep compiling and running, without timing.
+step "benchmarks in test mode"
+cargo test --workspace --benches --quiet
+
+step "cargo test"
+cargo test --workspace
