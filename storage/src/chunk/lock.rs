@@ -1,9 +1,10 @@
 //! Byte-range locks per chunk, for serialising overlapping operations inside one shard.
 //!
-//! Every read holds its aligned window shared and every write or truncate holds its aligned
-//! window exclusively, from before its first I/O until its completion. Two writes whose aligned
-//! windows share a block therefore never run their read-modify-write at the same time, which is
-//! what keeps interleaved unaligned records (IOR hard) intact.
+//! Ranges are held by *owners*: one per piece of an operation (`(op id << 2) | piece`). A read
+//! holds its aligned window shared, a truncate the whole chunk exclusively, and each piece of a
+//! write its own blocks exclusively (see `write`), from before their first I/O until they are
+//! done. Two writes that share a block therefore never run their read-modify-write of it at the
+//! same time, which is what keeps interleaved unaligned records (IOR hard) intact.
 //!
 //! Fairness: requests are granted in arrival order among those that conflict; a request waits
 //! if it conflicts with a held range or with an earlier waiting request, so a stream of readers
@@ -14,10 +15,10 @@ use std::collections::{HashMap, VecDeque};
 
 use super::layout::ChunkKey;
 
-/// A byte range `[start, end)` of a chunk held or wanted by operation `op`.
+/// A byte range `[start, end)` of a chunk held or wanted by `owner`.
 #[derive(Debug, Clone, Copy)]
 struct Range {
-    op: u32,
+    owner: u32,
     start: u64,
     end: u64,
     exclusive: bool,
@@ -42,19 +43,19 @@ pub(crate) struct RangeLocks {
 }
 
 impl RangeLocks {
-    /// Asks for `[start, end)` of `key` on behalf of `op`. Returns `true` when granted at once;
-    /// otherwise the request waits and [`RangeLocks::release`] reports it when granted.
+    /// Asks for `[start, end)` of `key` on behalf of `owner`. Returns `true` when granted at
+    /// once; otherwise the request waits and [`RangeLocks::release`] reports it when granted.
     pub fn acquire(
         &mut self,
         key: ChunkKey,
-        op: u32,
+        owner: u32,
         start: u64,
         end: u64,
         exclusive: bool,
     ) -> bool {
         debug_assert!(start < end, "empty lock range");
         let want = Range {
-            op,
+            owner,
             start,
             end,
             exclusive,
@@ -71,16 +72,18 @@ impl RangeLocks {
         }
     }
 
-    /// Releases the range held by `op` on `key` and appends to `granted` every waiting
-    /// operation that now holds its range.
-    pub fn release(&mut self, key: ChunkKey, op: u32, granted: &mut Vec<u32>) {
+    /// Releases the range held or awaited by `owner` on `key` and appends to `granted` every
+    /// waiting owner that now holds its range.
+    pub fn release(&mut self, key: ChunkKey, owner: u32, granted: &mut Vec<u32>) {
         let Some(locks) = self.chunks.get_mut(&key) else {
             debug_assert!(false, "release of a chunk with no locks");
             return;
         };
-        let before = locks.held.len();
-        locks.held.retain(|h| h.op != op);
-        debug_assert_eq!(locks.held.len() + 1, before, "op {op} held no range");
+        let before = locks.held.len() + locks.waiting.len();
+        locks.held.retain(|h| h.owner != owner);
+        locks.waiting.retain(|w| w.owner != owner);
+        let after = locks.held.len() + locks.waiting.len();
+        debug_assert_eq!(after + 1, before, "owner {owner} had no range");
         let mut still_waiting = VecDeque::with_capacity(locks.waiting.len());
         while let Some(w) = locks.waiting.pop_front() {
             let blocked = locks.held.iter().any(|h| h.conflicts(&w))
@@ -89,7 +92,7 @@ impl RangeLocks {
                 still_waiting.push_back(w);
             } else {
                 locks.held.push(w);
-                granted.push(w.op);
+                granted.push(w.owner);
             }
         }
         locks.waiting = still_waiting;
@@ -98,14 +101,15 @@ impl RangeLocks {
         }
     }
 
-    /// Whether an operation other than `op` holds or waits for an exclusive range of `key`.
-    pub fn other_writers(&self, key: ChunkKey, op: u32) -> bool {
+    /// Whether a piece of an operation other than `op_id` holds or waits for an exclusive
+    /// range of `key`.
+    pub fn other_writers(&self, key: ChunkKey, op_id: u32) -> bool {
         self.chunks.get(&key).is_some_and(|locks| {
             locks
                 .held
                 .iter()
                 .chain(locks.waiting.iter())
-                .any(|r| r.exclusive && r.op != op)
+                .any(|r| r.exclusive && r.owner >> 2 != op_id)
         })
     }
 
@@ -159,14 +163,35 @@ mod tests {
     fn readers_do_not_starve_a_writer() {
         let mut locks = RangeLocks::default();
         let mut granted = Vec::new();
-        assert!(locks.acquire(K, 1, 0, 4096, false));
-        assert!(!locks.acquire(K, 2, 0, 4096, true));
-        assert!(!locks.acquire(K, 3, 0, 4096, false));
+        assert!(locks.acquire(K, 1 << 2, 0, 4096, false));
+        assert!(!locks.acquire(K, 2 << 2, 0, 4096, true));
+        assert!(!locks.acquire(K, 3 << 2, 0, 4096, false));
         assert!(locks.other_writers(K, 1));
-        locks.release(K, 1, &mut granted);
-        assert_eq!(granted, vec![2]);
+        assert!(
+            !locks.other_writers(K, 2),
+            "an op's own pieces are not other writers"
+        );
+        locks.release(K, 1 << 2, &mut granted);
+        assert_eq!(granted, vec![2 << 2]);
         granted.clear();
+        locks.release(K, 2 << 2, &mut granted);
+        assert_eq!(granted, vec![3 << 2]);
+    }
+
+    #[test]
+    fn releasing_a_waiting_range_unblocks_those_behind_it() {
+        let mut locks = RangeLocks::default();
+        let mut granted = Vec::new();
+        assert!(locks.acquire(K, 1, 0, 8192, true));
+        assert!(!locks.acquire(K, 2, 4096, 12288, true));
+        // Waits behind 2 only (disjoint from 1).
+        assert!(!locks.acquire(K, 3, 8192, 16384, true));
         locks.release(K, 2, &mut granted);
         assert_eq!(granted, vec![3]);
+        granted.clear();
+        locks.release(K, 1, &mut granted);
+        locks.release(K, 3, &mut granted);
+        assert!(granted.is_empty());
+        assert!(locks.chunks.is_empty());
     }
 }

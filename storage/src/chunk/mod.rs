@@ -23,13 +23,15 @@
 //! # Alignment
 //!
 //! All disk I/O is in whole [`BLOCK_SIZE`] blocks at block-aligned offsets (O_DIRECT). A write
-//! whose start or end is not aligned is a read-modify-write of its window: the partial first
-//! and last blocks are read into the slot's edge area, their bytes outside the written range
-//! are copied into the slot (at most `2 * (BLOCK_SIZE - 1)` bytes, counted in
-//! [`Counters::bytes_copied`]), and the whole window is written. Blocks past the end of the
-//! file are zeros and need no read. Range locks (see `lock`) keep overlapping windows from
-//! running their read-modify-write at the same time, so neighbouring unaligned records written
-//! concurrently never lose bytes. Aligned writes and all reads copy nothing.
+//! whose start or end is not aligned is a read-modify-write of its partial first and last
+//! blocks: they are read into the slot's edge area, their bytes outside the written range are
+//! copied into the slot (at most `2 * (BLOCK_SIZE - 1)` bytes, counted in
+//! [`Counters::bytes_copied`]), and written back; the whole blocks between them go to disk
+//! straight from the slot. Blocks past the end of the file are zeros and need no read. Each of
+//! these pieces holds a range lock on its own blocks only (see `write` and `lock`), so
+//! neighbouring unaligned records written concurrently serialise on the one block they share
+//! and never lose bytes, while the rest of their data goes to disk in parallel. Aligned writes
+//! and all reads copy nothing.
 //!
 //! # Lengths
 //!
@@ -56,6 +58,9 @@ pub mod layout;
 mod files;
 mod lock;
 mod ops;
+mod read;
+mod sync;
+mod write;
 
 use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
@@ -71,7 +76,7 @@ use crate::BLOCK_SIZE;
 use files::ChunkFiles;
 use layout::{ChunkKey, Layout};
 use lock::RangeLocks;
-use ops::Op;
+use ops::{Kind, Op, Pieces, Span, SyncState};
 
 /// Settings of a chunk store.
 #[derive(Debug, Clone)]
@@ -303,8 +308,16 @@ impl ChunkStore {
                 result: Err(e),
             });
         }
-        let op = Op::write(tag, key, offset, len, slot);
-        self.start(op);
+        if len == 0 {
+            return self.done.push(Completion {
+                tag,
+                slot: Some(slot),
+                result: Ok(Outcome::Written { len: 0 }),
+            });
+        }
+        let span = Span::new(key, offset, len);
+        let pieces = Pieces::new(&span);
+        self.start(Op::new(tag, Kind::Write { span, pieces }, Some(slot)));
     }
 
     /// Queues a read of `len` bytes at `offset` in chunk `key` into `slot`.
@@ -316,15 +329,19 @@ impl ChunkStore {
                 result: Err(e),
             });
         }
-        let op = Op::read(tag, key, offset, len, slot);
-        self.start(op);
+        let kind = Kind::Read {
+            span: Span::new(key, offset, len),
+            read_end: 0,
+            done: 0,
+        };
+        self.start(Op::new(tag, kind, Some(slot)));
     }
 
     /// Queues an fdatasync of every chunk of `file_id` written since its last sync (or only of
     /// chunk `index`), including the directory entries of chunks created since.
     pub fn submit_sync(&mut self, tag: u64, file_id: u64, index: Option<u64>) {
-        let op = Op::sync(tag, file_id, index);
-        self.start(op);
+        let kind = Kind::Sync(SyncState::new(file_id, index));
+        self.start(Op::new(tag, kind, None));
     }
 
     /// Queues setting chunk `key` to `len` bytes: shrinking drops data past `len`, growing
@@ -340,8 +357,7 @@ impl ChunkStore {
                 ))),
             });
         }
-        let op = Op::truncate(tag, key, len);
-        self.start(op);
+        self.start(Op::new(tag, Kind::Truncate { key, len }, None));
     }
 
     /// Removes every chunk of `file_id`; returns how many files were removed. Fails with
