@@ -62,6 +62,9 @@ mod read;
 mod sync;
 mod write;
 
+#[cfg(test)]
+mod fault_tests;
+
 use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
 
@@ -198,6 +201,12 @@ pub struct ChunkStore {
     backlog: VecDeque<squeue::Entry>,
     done: Vec<Completion>,
     counters: Counters,
+    /// Test hook: results that replace the next ring completions of the given request kinds.
+    #[cfg(test)]
+    faults: Vec<(u64, i32)>,
+    /// Test hook: lengths that cap the next transfers of the given request kinds.
+    #[cfg(test)]
+    caps: Vec<(u64, u32)>,
 }
 
 impl std::fmt::Debug for ChunkStore {
@@ -239,6 +248,10 @@ impl ChunkStore {
             backlog: VecDeque::new(),
             done: Vec::new(),
             counters: Counters::default(),
+            #[cfg(test)]
+            faults: Vec::new(),
+            #[cfg(test)]
+            caps: Vec::new(),
         })
     }
 

@@ -282,6 +282,8 @@ impl ChunkStore {
 
     /// Routes one ring completion to its operation.
     pub(super) fn on_cqe(&mut self, cqe: Cqe) {
+        #[cfg(test)]
+        let cqe = self.inject_fault(cqe);
         let id = cqe.user_data as u32;
         let request = cqe.user_data >> 32;
         let op = self.op(id);
@@ -298,6 +300,39 @@ impl ChunkStore {
             _ => unreachable!("completion {request} does not belong to its op"),
         };
         self.advance(id, step);
+    }
+
+    /// Test hook: makes the next completion of request kind `request` report `result` (a
+    /// negated errno) instead of what the kernel said. The request itself really ran.
+    #[cfg(test)]
+    pub(super) fn fail_next(&mut self, request: u64, result: i32) {
+        self.faults.push((request, result));
+    }
+
+    /// Test hook: the next transfer of request kind `request` asks the kernel for at most
+    /// `len_max` bytes, so the kernel really transfers less than the operation wants.
+    #[cfg(test)]
+    pub(super) fn fail_short(&mut self, request: u64, len_max: u32) {
+        self.caps.push((request, len_max));
+    }
+
+    /// The length to ask the kernel for: `len`, or less under a test's cap.
+    pub(super) fn transfer_len(&mut self, request: u64, len: u32) -> u32 {
+        #[cfg(test)]
+        if let Some(pos) = self.caps.iter().position(|(r, _)| *r == request) {
+            return len.min(self.caps.remove(pos).1);
+        }
+        let _ = request;
+        len
+    }
+
+    #[cfg(test)]
+    fn inject_fault(&mut self, mut cqe: Cqe) -> Cqe {
+        let request = cqe.user_data >> 32;
+        if let Some(pos) = self.faults.iter().position(|(r, _)| *r == request) {
+            cqe.result = self.faults.remove(pos).1;
+        }
+        cqe
     }
 
     pub(super) fn cqe_error(&self, what: &'static str, key: ChunkKey, result: i32) -> Error {
@@ -326,15 +361,12 @@ impl ChunkStore {
         slot_index: usize,
     ) -> Result<()> {
         let fd = self.files.get(key).fd();
-        let entry = io_uring::opcode::ReadFixed::new(
-            io_uring::types::Fd(fd),
-            buf,
-            len as u32,
-            slot_index as u16,
-        )
-        .offset(offset)
-        .build()
-        .user_data(user_data(request, id));
+        let len = self.transfer_len(request, len as u32);
+        let entry =
+            io_uring::opcode::ReadFixed::new(io_uring::types::Fd(fd), buf, len, slot_index as u16)
+                .offset(offset)
+                .build()
+                .user_data(user_data(request, id));
         // SAFETY: `buf..buf + len` lies in the slot (data or edge area) owned by op `id`, and the
         // file is pinned by it, until the op finishes after this completion is reaped.
         unsafe { self.push(entry) }?;

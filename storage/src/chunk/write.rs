@@ -201,11 +201,12 @@ impl ChunkStore {
         let fd = self.files.get(span.key).fd();
         let at = (piece.start - span.start + piece.done) as usize;
         let buf = self.slab.data_addr(slot_index).wrapping_add(at);
-        let len = (piece.len() - piece.done) as u32;
+        let request = REQ_WRITE + p as u64;
+        let len = self.transfer_len(request, (piece.len() - piece.done) as u32);
         let entry = opcode::WriteFixed::new(types::Fd(fd), buf, len, slot_index as u16)
             .offset(piece.start + piece.done)
             .build()
-            .user_data(user_data(REQ_WRITE + p as u64, id));
+            .user_data(user_data(request, id));
         // SAFETY: the bytes lie in the slot owned by op `id` and the file is pinned by it until
         // the op finishes, which happens only after this request's completion is reaped.
         unsafe { self.push(entry) }?;
