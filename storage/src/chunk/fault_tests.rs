@@ -173,7 +173,7 @@ fn failed_sync_keeps_the_chunks_dirty() {
     let mut store = open(dir.path());
     submit_write(&mut store, 1, K, 0, &pattern(7, 4096));
     collect(&mut store, 1);
-    let mut sync = |store: &mut ChunkStore| {
+    let sync = |store: &mut ChunkStore| {
         store.submit_sync(5, K.file_id, None);
         collect(store, 1).remove(0).1
     };
