@@ -74,7 +74,7 @@ pub fn run(store: &mut ChunkStore, job: Job, max_ops: u64, max_time: Duration) -
             break;
         }
         store
-            .wait(&mut completions, (job.queue_depth / 8).max(1))
+            .wait(&mut completions, 1)
             .expect("wait for completions");
         for c in completions.drain(..) {
             match c.result {

@@ -201,6 +201,8 @@ pub struct ChunkStore {
     backlog: VecDeque<squeue::Entry>,
     done: Vec<Completion>,
     counters: Counters,
+    /// Reused buffer of ring completions being routed.
+    cqe_scratch: Vec<crate::ring::Completion>,
     /// Test hook: results that replace the next ring completions of the given request kinds.
     #[cfg(test)]
     faults: Vec<(u64, i32)>,
@@ -248,6 +250,7 @@ impl ChunkStore {
             backlog: VecDeque::new(),
             done: Vec::new(),
             counters: Counters::default(),
+            cqe_scratch: Vec::new(),
             #[cfg(test)]
             faults: Vec::new(),
             #[cfg(test)]
@@ -415,13 +418,7 @@ impl ChunkStore {
         loop {
             self.flush_backlog()?;
             self.ring.submit()?;
-            let mut cqes = Vec::new();
-            self.ring.reap(|c| cqes.push(c));
-            let progressed = !cqes.is_empty();
-            for cqe in cqes {
-                self.on_cqe(cqe);
-            }
-            if !progressed {
+            if self.reap_ring() == 0 {
                 break;
             }
         }
@@ -430,16 +427,39 @@ impl ChunkStore {
     }
 
     /// Like [`ChunkStore::poll`] but blocks until at least `min` operations have finished or
-    /// none is pending any more.
+    /// none is pending any more. Enters the kernel once per wait: queued work is submitted by
+    /// the same system call that waits.
     pub fn wait(&mut self, out: &mut Vec<Completion>, min: usize) -> Result<usize> {
-        let mut got = self.poll(out)?;
-        while got < min && self.ring.in_flight() > 0 {
+        let before = out.len();
+        loop {
+            self.flush_backlog()?;
+            while self.reap_ring() > 0 {
+                self.flush_backlog()?;
+            }
+            let got = out.len() - before + self.done.len();
+            if got >= min || self.ring.in_flight() == 0 {
+                self.ring.submit()?;
+                break;
+            }
             // Every pending operation needs at least one more ring completion to finish, so
             // waiting for `min - got` of them never waits longer than necessary.
             self.ring.submit_and_wait(min - got)?;
-            got += self.poll(out)?;
         }
-        Ok(got)
+        out.append(&mut self.done);
+        Ok(out.len() - before)
+    }
+
+    /// Routes every ring completion that is ready to its operation, without entering the
+    /// kernel; returns how many there were.
+    fn reap_ring(&mut self) -> usize {
+        let mut cqes = std::mem::take(&mut self.cqe_scratch);
+        self.ring.reap(|c| cqes.push(c));
+        let count = cqes.len();
+        for cqe in cqes.drain(..) {
+            self.on_cqe(cqe);
+        }
+        self.cqe_scratch = cqes;
+        count
     }
 
     fn check_range(&self, offset: u64, len: usize) -> Result<()> {
