@@ -16,14 +16,14 @@
 # virtual disk does not decide the ratio.
 #
 # Environment: BENCH_SECONDS (default 10) measured seconds per run, BENCH_REGION_MIB (default
-# 1024) size of the region worked on, BENCH_REPEAT (default 2) runs per side and case,
+# 1024) size of the region worked on, BENCH_REPEAT (default 3) runs per side and case,
 # BENCH_CPU (default: the last CPU) where both sides run.
 set -euo pipefail
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 seconds="${BENCH_SECONDS:-10}"
 region_mib="${BENCH_REGION_MIB:-1024}"
-repeat="${BENCH_REPEAT:-2}"
+repeat="${BENCH_REPEAT:-3}"
 cpu="${BENCH_CPU:-$(($(nproc) - 1))}"
 
 if ! command -v fio >/dev/null 2>&1; then
