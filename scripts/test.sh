@@ -28,4 +28,9 @@ step "benchmarks in test mode"
 cargo test --workspace --benches --quiet
 
 step "cargo test"
-cargo test --workspace
+log="$(mktemp)"
+trap 'rm -f "$log"' EXIT
+cargo test --workspace 2>&1 | tee "$log"
+# One closing line over all test binaries (unit, integration, property and doc tests).
+awk '/^test result:/ { passed += $4; failed += $6 }
+    END { printf "%d passed, %d failed\n", passed, failed }' "$log"
