@@ -1,0 +1,98 @@
+//! [`Context`]: the owner of one UCP context (`ucp_context_h`).
+//!
+//! The context reads UCX's configuration from the environment as every UCX program does
+//! (`UCX_TLS`, `UCX_NET_DEVICES`, ...): nothing here chooses a transport. It is created with
+//! the features BenchFS uses: active messages, RMA and wake-up on events.
+//!
+//! A context is shared (`Arc`) by the workers and memory regions made from it, which keep it
+//! alive: it is cleaned up only after the last of them is gone. It is `Send` and `Sync`: each
+//! thread creates its own worker from the shared context.
+
+use std::ffi::CString;
+use std::ptr;
+use std::sync::Arc;
+
+use ucx1_sys::*;
+
+use crate::error::{check, Error, Result};
+
+/// Owner of a UCP context.
+#[derive(Debug)]
+pub struct Context {
+    handle: ucp_context_h,
+}
+
+// SAFETY: a UCP context may be used from several threads to create workers and map memory;
+// BenchFS never shares a worker between threads (each `Worker` is `!Send`), so no call on the
+// context races with worker-local state.
+unsafe impl Send for Context {}
+// SAFETY: as above; the context's own calls (worker creation, memory mapping) are thread-safe.
+unsafe impl Sync for Context {}
+
+impl Context {
+    /// Creates a context configured from the environment.
+    pub fn new() -> Result<Arc<Context>> {
+        Context::with_settings(&[])
+    }
+
+    /// Creates a context configured from the environment, then overridden by `settings`:
+    /// UCX variable names without the `UCX_` prefix and their values, e.g. `("TLS", "tcp")`.
+    /// Lets a program (or a test) pick transports without touching its environment.
+    pub fn with_settings(settings: &[(&str, &str)]) -> Result<Arc<Context>> {
+        let mut config: *mut ucp_config_t = ptr::null_mut();
+        // SAFETY: null prefix and file name mean "UCX_" and no file; config is an out pointer.
+        check("read UCX configuration", unsafe {
+            ucp_config_read(ptr::null(), ptr::null(), &mut config)
+        })?;
+        if let Err(e) = apply_settings(config, settings) {
+            // SAFETY: config came from ucp_config_read and is released exactly once.
+            unsafe { ucp_config_release(config) };
+            return Err(e);
+        }
+        // SAFETY: ucp_params_t is plain data; every field not named in field_mask is ignored.
+        let mut params: ucp_params_t = unsafe { std::mem::zeroed() };
+        params.field_mask = (ucp_params_field::UCP_PARAM_FIELD_FEATURES
+            | ucp_params_field::UCP_PARAM_FIELD_MT_WORKERS_SHARED)
+            .0 as u64;
+        params.features = (ucp_feature::UCP_FEATURE_AM
+            | ucp_feature::UCP_FEATURE_RMA
+            | ucp_feature::UCP_FEATURE_WAKEUP)
+            .0 as u64;
+        params.mt_workers_shared = 0;
+        let mut handle: ucp_context_h = ptr::null_mut();
+        // SAFETY: params and config are valid for the call; handle is an out pointer.
+        let status =
+            unsafe { ucp_init_version(UCP_API_MAJOR, UCP_API_MINOR, &params, config, &mut handle) };
+        // SAFETY: config came from ucp_config_read and is released exactly once.
+        unsafe { ucp_config_release(config) };
+        check("initialise UCX", status)?;
+        Ok(Arc::new(Context { handle }))
+    }
+
+    /// The raw handle, for the crate's own calls.
+    pub(crate) fn handle(&self) -> ucp_context_h {
+        self.handle
+    }
+}
+
+fn apply_settings(config: *mut ucp_config_t, settings: &[(&str, &str)]) -> Result<()> {
+    for (name, value) in settings {
+        let (Ok(c_name), Ok(c_value)) = (CString::new(*name), CString::new(*value)) else {
+            return Err(Error::InvalidArgument(format!(
+                "UCX setting {name}={value} has a NUL"
+            )));
+        };
+        // SAFETY: config is live; both strings are NUL-terminated for the call.
+        check("set UCX configuration", unsafe {
+            ucp_config_modify(config, c_name.as_ptr(), c_value.as_ptr())
+        })?;
+    }
+    Ok(())
+}
+
+impl Drop for Context {
+    fn drop(&mut self) {
+        // SAFETY: workers and memory regions hold an Arc of the context, so none is left.
+        unsafe { ucp_cleanup(self.handle) };
+    }
+}
