@@ -23,6 +23,7 @@ pub mod endpoint;
 pub mod error;
 pub mod memory;
 pub mod request;
+pub mod rpc;
 pub mod worker;
 
 pub use context::Context;

@@ -8,7 +8,7 @@ use std::sync::mpsc;
 use std::thread;
 use std::time::Duration;
 
-use benchfs_rdma::{Endpoint, MemRegion, Worker};
+use benchfs_rdma::{rpc, Endpoint, MemRegion, Worker};
 use common::*;
 
 const LARGE: usize = 8 << 20;
@@ -204,5 +204,83 @@ fn idle_worker_wakes_for_a_message() {
         assert_eq!(header, b"wake", "{name}");
         assert!(wakeups >= 1, "{name}: the server never slept");
         drop(ep);
+    }
+}
+
+/// 1000 requests in flight at once; the server answers them in a shuffled order, and every
+/// reply is matched to its own request by id.
+#[test]
+fn a_thousand_concurrent_requests_answered_out_of_order() {
+    const REQUESTS: u64 = 1000;
+    const REQ: u16 = 10;
+    const REP: u16 = 11;
+    for (name, settings) in TRANSPORTS {
+        let (addr_tx, addr_rx) = mpsc::channel();
+        let (client_tx, client_rx) = mpsc::channel::<Vec<u8>>();
+        let server = thread::spawn(move || {
+            let ctx = context(settings);
+            let worker = Worker::new(&ctx).unwrap();
+            worker.listen(REQ).unwrap();
+            addr_tx.send(worker.address().unwrap()).unwrap();
+            let client = Endpoint::connect(&worker, &client_rx.recv().unwrap()).unwrap();
+            let mut requests = Vec::new();
+            progress_until(&worker, TIMEOUT, || {
+                while let Some(m) = worker.take_incoming() {
+                    let (frame, header) = rpc::Frame::decode(&m.header).unwrap();
+                    assert_eq!(frame.kind, rpc::Kind::Request);
+                    let n = u64::from_le_bytes(header.try_into().unwrap());
+                    requests.push((frame.request_id, n, m.data().unwrap().to_vec()));
+                }
+                requests.len() as u64 == REQUESTS
+            });
+            // A fixed shuffle: reverse, then interleave halves.
+            requests.reverse();
+            let (a, b) = requests.split_at(requests.len() / 2);
+            let order: Vec<_> = a.iter().zip(b).flat_map(|(x, y)| [x, y]).collect();
+            let mut sends = Vec::new();
+            for (id, n, data) in order {
+                let answer = (n * 3).to_le_bytes();
+                sends.push(rpc::reply(&client, REP, *id, &answer, data.clone()).unwrap());
+            }
+            progress_until(&worker, TIMEOUT, || sends.iter().all(|s| s.is_done()));
+            for send in sends {
+                send.wait(TIMEOUT).unwrap();
+            }
+            // Keep serving until the client has taken its replies and closed.
+            thread::sleep(Duration::from_millis(200));
+            progress_until(&worker, TIMEOUT, || true);
+            drop(client);
+        });
+        let ctx = context(settings);
+        let worker = Worker::new(&ctx).unwrap();
+        worker.listen(REP).unwrap();
+        client_tx.send(worker.address().unwrap()).unwrap();
+        let ep = Endpoint::connect(&worker, &addr_rx.recv().unwrap()).unwrap();
+        let mut calls = rpc::Calls::new();
+        let mut expected = std::collections::HashMap::new();
+        for n in 0..REQUESTS {
+            let payload = pattern(n, 16 + (n as usize % 64));
+            let id = calls
+                .call(&ep, REQ, &n.to_le_bytes(), payload.clone(), TIMEOUT)
+                .unwrap();
+            expected.insert(id, (n, payload));
+        }
+        assert_eq!(calls.pending(), REQUESTS as usize);
+        let mut matched = 0;
+        progress_until(&worker, TIMEOUT, || {
+            while let Some(m) = worker.take_incoming() {
+                let reply = calls.on_message(m).expect("a pending request").unwrap();
+                let (n, payload) = expected.remove(&reply.request_id).expect("known id");
+                let answer = u64::from_le_bytes(reply.header[..].try_into().unwrap());
+                assert_eq!(answer, n * 3, "{name}: reply matched to the wrong request");
+                assert_eq!(reply.message.data().unwrap(), payload, "{name}");
+                matched += 1;
+            }
+            matched == REQUESTS
+        });
+        assert_eq!(calls.pending(), 0);
+        assert!(calls.expire(std::time::Instant::now()).is_empty());
+        drop(ep);
+        server.join().expect("server thread");
     }
 }
