@@ -2,8 +2,10 @@
 //!
 //! Storage nodes keep file data in O_DIRECT chunk files written through io_uring, and move it
 //! over UCX without intermediate copies. This crate ties the pieces together; the storage
-//! engine lives in [`storage`] (package `benchfs-storage`).
+//! engine lives in [`storage`] (package `benchfs-storage`), the UCX transport in [`rdma`]
+//! (package `benchfs-rdma`).
 
+pub use benchfs_rdma as rdma;
 pub use benchfs_storage as storage;
 
 /// Version of the BenchFS library.
