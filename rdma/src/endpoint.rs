@@ -10,7 +10,6 @@
 //! when failed) and progresses the worker until the close completes or a grace period passes.
 //! Remote keys unpacked on an endpoint and requests started on it keep it alive.
 
-use std::any::Any;
 use std::cell::Cell;
 use std::ffi::c_void;
 use std::ptr;
@@ -21,7 +20,7 @@ use ucx1_sys::*;
 
 use crate::error::{check, Error, Result, Status};
 use crate::memory::RemoteKey;
-use crate::request::{start, Callback, Request, CANCEL_GRACE};
+use crate::request::{start, Callback, Keep, Request, CANCEL_GRACE};
 use crate::worker::{Worker, WorkerInner};
 
 /// What the error handler records.
@@ -69,7 +68,7 @@ impl Drop for EpInner {
             Callback::Send,
             flags,
             0,
-            Vec::new(),
+            Keep::default(),
             |param| {
                 // SAFETY: the endpoint is live and closed exactly once, here.
                 unsafe { ucp_ep_close_nbx(handle, param) }
@@ -189,9 +188,20 @@ impl Endpoint {
     /// Sends active message `id` with `header` and an owned `payload`; UCX picks eager or
     /// rendezvous by size. Both are kept alive by the request until it completes.
     pub fn am_send(&self, id: u16, header: &[u8], payload: Vec<u8>) -> Result<Request> {
+        self.am_send_owned(id, header.to_vec(), payload)
+    }
+
+    /// Like [`Endpoint::am_send`], taking the header by value (no copy).
+    pub fn am_send_owned(&self, id: u16, header: Vec<u8>, payload: Vec<u8>) -> Result<Request> {
         let (ptr, len) = (payload.as_ptr(), payload.len());
-        // SAFETY: the payload is owned by the request (kept below) until it completes.
-        unsafe { self.am_send_with(id, header, ptr, len, vec![Box::new(payload)]) }
+        let keep = Keep {
+            header,
+            payload,
+            ..Keep::default()
+        };
+        // SAFETY: the payload is owned by the request (in `keep`) until it completes; moving
+        // the Vec does not move its heap buffer.
+        unsafe { self.am_send_with(id, ptr, len, keep) }
     }
 
     /// Sends active message `id` with `header` and `len` bytes at `data`, without copying them
@@ -208,24 +218,30 @@ impl Endpoint {
         data: *const u8,
         len: usize,
     ) -> Result<Request> {
+        let keep = Keep {
+            header: header.to_vec(),
+            ..Keep::default()
+        };
         // SAFETY: forwarded from the caller.
-        unsafe { self.am_send_with(id, header, data, len, Vec::new()) }
+        unsafe { self.am_send_with(id, data, len, keep) }
     }
 
+    /// # Safety
+    ///
+    /// `data..data + len` stays valid until the request completes (owned by `keep` or by the
+    /// caller's promise).
     unsafe fn am_send_with(
         &self,
         id: u16,
-        header: &[u8],
         data: *const u8,
         len: usize,
-        mut keep: Vec<Box<dyn Any>>,
+        mut keep: Keep,
     ) -> Result<Request> {
         self.check_alive()?;
-        // UCX reads the header until the send completes: the request owns a copy.
-        let header = header.to_vec().into_boxed_slice();
-        let (header_ptr, header_len) = (header.as_ptr(), header.len());
-        keep.push(Box::new(header));
-        keep.push(Box::new(self.inner.clone()));
+        // UCX reads the header until the send completes: the request owns it (its heap buffer
+        // does not move when the Vec is moved into the request state).
+        let (header_ptr, header_len) = (keep.header.as_ptr(), keep.header.len());
+        keep.endpoint = Some(self.inner.clone());
         let ep = self.inner.handle();
         start(
             &self.inner.worker,
@@ -266,7 +282,11 @@ impl Endpoint {
     ) -> Result<Request> {
         self.check_alive()?;
         let (ep, key) = (self.inner.handle(), rkey.handle());
-        let keep: Vec<Box<dyn Any>> = vec![Box::new(rkey.clone()), Box::new(self.inner.clone())];
+        let keep = Keep {
+            endpoint: Some(self.inner.clone()),
+            rkey: Some(rkey.clone()),
+            ..Keep::default()
+        };
         start(
             &self.inner.worker,
             "put",
@@ -296,7 +316,11 @@ impl Endpoint {
     ) -> Result<Request> {
         self.check_alive()?;
         let (ep, key) = (self.inner.handle(), rkey.handle());
-        let keep: Vec<Box<dyn Any>> = vec![Box::new(rkey.clone()), Box::new(self.inner.clone())];
+        let keep = Keep {
+            endpoint: Some(self.inner.clone()),
+            rkey: Some(rkey.clone()),
+            ..Keep::default()
+        };
         start(
             &self.inner.worker,
             "get",
@@ -316,7 +340,10 @@ impl Endpoint {
     pub fn flush(&self) -> Result<Request> {
         self.check_alive()?;
         let ep = self.inner.handle();
-        let keep: Vec<Box<dyn Any>> = vec![Box::new(self.inner.clone())];
+        let keep = Keep {
+            endpoint: Some(self.inner.clone()),
+            ..Keep::default()
+        };
         start(
             &self.inner.worker,
             "flush endpoint",

@@ -17,7 +17,6 @@
 //! until completion or the deadline, after which the operation is cancelled and
 //! [`Error::TimedOut`] returned.
 
-use std::any::Any;
 use std::cell::{Cell, RefCell};
 use std::ffi::c_void;
 use std::ptr;
@@ -26,11 +25,28 @@ use std::time::{Duration, Instant};
 
 use ucx1_sys::*;
 
+use crate::endpoint::EpInner;
 use crate::error::{ptr_status, Error, PtrStatus, Result, Status};
+use crate::memory::RemoteKey;
 use crate::worker::WorkerInner;
 
 /// How long a cancelled or closing operation is progressed before it is abandoned to UCX.
 pub(crate) const CANCEL_GRACE: Duration = Duration::from_secs(2);
+
+/// What an operation must hold until it completes: memory UCX reads or writes, and the handles
+/// it uses. Typed fields rather than a list of boxes: one allocation per request in all.
+#[derive(Default)]
+#[allow(dead_code)] // the fields are held to be dropped at completion, never read
+pub(crate) struct Keep {
+    /// The active message header, which UCX reads until the send completes.
+    pub header: Vec<u8>,
+    /// An owned payload.
+    pub payload: Vec<u8>,
+    /// The endpoint the operation runs on.
+    pub endpoint: Option<Rc<EpInner>>,
+    /// The remote key of an RMA operation.
+    pub rkey: Option<RemoteKey>,
+}
 
 /// The state shared between a [`Request`] and its completion callback.
 pub(crate) struct ReqState {
@@ -39,7 +55,7 @@ pub(crate) struct ReqState {
     /// Bytes transferred (for receives, what arrived).
     length: Cell<usize>,
     /// What must live until the operation completes.
-    keep: RefCell<Vec<Box<dyn Any>>>,
+    keep: RefCell<Keep>,
 }
 
 impl ReqState {
@@ -47,7 +63,7 @@ impl ReqState {
         self.status.set(Some(status));
         self.length.set(length);
         // Buffers, headers and keys are no longer used by UCX.
-        self.keep.borrow_mut().clear();
+        drop(self.keep.take());
     }
 }
 
@@ -92,7 +108,7 @@ pub(crate) fn start(
     callback: Callback,
     flags: u32,
     length: usize,
-    keep: Vec<Box<dyn Any>>,
+    keep: Keep,
     call: impl FnOnce(&ucp_request_param_t) -> ucs_status_ptr_t,
 ) -> Result<Request> {
     let state = Rc::new(ReqState {
@@ -122,7 +138,7 @@ pub(crate) fn start(
             // SAFETY: the reference was made by into_raw above and UCX did not keep it.
             drop(unsafe { Rc::from_raw(user_data as *const ReqState) });
             if let PtrStatus::Failed(status) = immediate {
-                state.keep.borrow_mut().clear();
+                drop(state.keep.take());
                 return Err(Error::Ucx { op, status });
             }
             state.complete(0, length);

@@ -109,7 +109,7 @@ pub fn reply(
         kind: Kind::Reply,
         request_id,
     };
-    ep.am_send(am_id, &frame.encode(header), payload)
+    ep.am_send_owned(am_id, frame.encode(header), payload)
 }
 
 /// A reply matched to its request.
@@ -171,7 +171,8 @@ impl Calls {
             request_id,
         };
         // The send runs on by itself; its outcome shows in the reply or in the endpoint.
-        ep.am_send(am_id, &frame.encode(header), payload)?.detach();
+        ep.am_send_owned(am_id, frame.encode(header), payload)?
+            .detach();
         self.pending.insert(
             request_id,
             Pending {

@@ -39,7 +39,7 @@ use ucx1_sys::*;
 
 use crate::context::Context;
 use crate::error::{check, Error, Result, Status};
-use crate::request::{start, Callback, Request};
+use crate::request::{start, Callback, Keep, Request};
 
 /// The data of an arriving active message, as the receive handler left it.
 pub(crate) enum RawData {
@@ -314,6 +314,11 @@ impl Worker {
         Ok(())
     }
 
+    /// Messages arrived and not taken yet.
+    pub fn incoming_len(&self) -> usize {
+        self.inner.queue.borrow().len()
+    }
+
     /// The oldest arrived message not taken yet.
     pub fn take_incoming(&self) -> Option<Incoming> {
         let raw = self.inner.queue.borrow_mut().pop_front()?;
@@ -414,7 +419,7 @@ impl Incoming {
                     Callback::Send,
                     0,
                     len,
-                    Vec::new(),
+                    Keep::default(),
                     |_| ptr::null_mut(),
                 );
             }
@@ -426,7 +431,7 @@ impl Incoming {
             Callback::AmRecv,
             0,
             len,
-            Vec::new(),
+            Keep::default(),
             |param| {
                 // SAFETY: desc is this worker's rendezvous descriptor, consumed once here; the
                 // caller guarantees the buffer.
