@@ -23,6 +23,13 @@ use crate::memory::RemoteKey;
 use crate::request::{start, Callback, Keep, Request, CANCEL_GRACE};
 use crate::worker::{Worker, WorkerInner};
 
+/// The direction of an RMA operation.
+#[derive(Clone, Copy)]
+enum Rma {
+    Put,
+    Get,
+}
+
 /// What the error handler records.
 struct EpShared {
     failed: Cell<Option<i8>>,
@@ -280,25 +287,8 @@ impl Endpoint {
         remote_addr: u64,
         rkey: &RemoteKey,
     ) -> Result<Request> {
-        self.check_alive()?;
-        let (ep, key) = (self.inner.handle(), rkey.handle());
-        let keep = Keep {
-            endpoint: Some(self.inner.clone()),
-            rkey: Some(rkey.clone()),
-            ..Keep::default()
-        };
-        start(
-            &self.inner.worker,
-            "put",
-            Callback::Send,
-            0,
-            len,
-            keep,
-            |param| {
-                // SAFETY: the caller guarantees the local buffer; rkey and endpoint are kept alive.
-                unsafe { ucp_put_nbx(ep, local.cast(), len as size_t, remote_addr, key, param) }
-            },
-        )
+        // SAFETY: forwarded from the caller.
+        unsafe { self.rma(Rma::Put, local.cast_mut(), len, remote_addr, rkey) }
     }
 
     /// Reads `len` bytes at `remote_addr` in the peer's memory under `rkey` into `local`.
@@ -314,6 +304,21 @@ impl Endpoint {
         remote_addr: u64,
         rkey: &RemoteKey,
     ) -> Result<Request> {
+        // SAFETY: forwarded from the caller.
+        unsafe { self.rma(Rma::Get, local, len, remote_addr, rkey) }
+    }
+
+    /// # Safety
+    ///
+    /// As for [`Endpoint::put`] and [`Endpoint::get`].
+    unsafe fn rma(
+        &self,
+        op: Rma,
+        local: *mut u8,
+        len: usize,
+        remote_addr: u64,
+        rkey: &RemoteKey,
+    ) -> Result<Request> {
         self.check_alive()?;
         let (ep, key) = (self.inner.handle(), rkey.handle());
         let keep = Keep {
@@ -321,16 +326,27 @@ impl Endpoint {
             rkey: Some(rkey.clone()),
             ..Keep::default()
         };
+        let name = match op {
+            Rma::Put => "put",
+            Rma::Get => "get",
+        };
         start(
             &self.inner.worker,
-            "get",
+            name,
             Callback::Send,
             0,
             len,
             keep,
             |param| {
-                // SAFETY: the caller guarantees the local buffer; rkey and endpoint are kept alive.
-                unsafe { ucp_get_nbx(ep, local.cast(), len as size_t, remote_addr, key, param) }
+                let len = len as size_t;
+                // SAFETY: the caller guarantees the local buffer; rkey and endpoint are kept alive
+                // by the request.
+                unsafe {
+                    match op {
+                        Rma::Put => ucp_put_nbx(ep, local.cast(), len, remote_addr, key, param),
+                        Rma::Get => ucp_get_nbx(ep, local.cast(), len, remote_addr, key, param),
+                    }
+                }
             },
         )
     }
