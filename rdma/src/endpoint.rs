@@ -339,13 +339,16 @@ impl Endpoint {
             keep,
             |param| {
                 let len = len as size_t;
-                // SAFETY: the caller guarantees the local buffer; rkey and endpoint are kept alive
-                // by the request.
-                unsafe {
-                    match op {
-                        Rma::Put => ucp_put_nbx(ep, local.cast(), len, remote_addr, key, param),
-                        Rma::Get => ucp_get_nbx(ep, local.cast(), len, remote_addr, key, param),
-                    }
+                match op {
+                    // SAFETY: the caller guarantees the local buffer; rkey and endpoint
+                    // are kept alive by the request.
+                    Rma::Put => unsafe {
+                        ucp_put_nbx(ep, local.cast(), len, remote_addr, key, param)
+                    },
+                    // SAFETY: as above.
+                    Rma::Get => unsafe {
+                        ucp_get_nbx(ep, local.cast(), len, remote_addr, key, param)
+                    },
                 }
             },
         )
