@@ -36,6 +36,9 @@ pub(super) const REQ_WRITE: u64 = 5;
 
 pub(super) const BLOCK: u64 = BLOCK_SIZE as u64;
 
+/// The lock range of each piece of an operation, indexed by piece: (start, end, exclusive).
+pub(super) type LockRanges = [Option<(u64, u64, bool)>; 3];
+
 /// Largest op id: lock owners keep two bits for the piece.
 const MAX_OP_ID: u32 = (1 << 30) - 1;
 
@@ -151,13 +154,15 @@ impl Op {
         }
     }
 
-    /// The lock range of each piece: (piece, start, end, exclusive).
-    fn lock_ranges(&self) -> Vec<(usize, u64, u64, bool)> {
+    /// The lock range of each piece, indexed by piece: (start, end, exclusive).
+    fn lock_ranges(&self) -> LockRanges {
         match &self.kind {
             Kind::Write { pieces, .. } => pieces.lock_ranges(),
-            Kind::Read { span: s, .. } => vec![(0, s.start, s.end.max(s.start + 1), false)],
-            Kind::Truncate { .. } => vec![(0, 0, u64::MAX, true)],
-            Kind::Sync(_) => Vec::new(),
+            Kind::Read { span: s, .. } => {
+                [Some((s.start, s.end.max(s.start + 1), false)), None, None]
+            }
+            Kind::Truncate { .. } => [Some((0, u64::MAX, true)), None, None],
+            Kind::Sync(_) => [None; 3],
         }
     }
 }
@@ -174,24 +179,27 @@ impl ChunkStore {
             }
         };
         assert!(id <= MAX_OP_ID, "too many operations in flight");
-        let ranges = op.lock_ranges();
-        let mut granted = Vec::with_capacity(ranges.len().max(1));
+        // Bit `p` set: piece `p` holds its range now (an op without ranges starts piece 0).
+        let mut granted = 0u8;
         match op.key() {
-            Some(key) if !ranges.is_empty() => {
-                for (piece, start, end, exclusive) in ranges {
+            Some(key) => {
+                for (piece, range) in op.lock_ranges().into_iter().enumerate() {
+                    let Some((start, end, exclusive)) = range else {
+                        continue;
+                    };
                     op.locks |= 1 << piece;
                     if self
                         .locks
                         .acquire(key, owner(id, piece), start, end, exclusive)
                     {
-                        granted.push(piece);
+                        granted |= 1 << piece;
                     }
                 }
             }
-            _ => granted.push(0),
+            None => granted = 1,
         }
         self.ops[id as usize] = Some(op);
-        for piece in granted {
+        for piece in (0..3).filter(|p| granted & (1 << p) != 0) {
             // An earlier piece may have finished the whole op (an error, say).
             if self.ops[id as usize].is_none() {
                 break;

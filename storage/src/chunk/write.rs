@@ -25,7 +25,7 @@
 
 use io_uring::{opcode, types};
 
-use super::ops::{owner, slot_of, user_data, Kind, Span, BLOCK, REQ_EDGE, REQ_WRITE};
+use super::ops::{owner, slot_of, user_data, Kind, LockRanges, Span, BLOCK, REQ_EDGE, REQ_WRITE};
 use super::{ChunkStore, Outcome};
 use crate::error::{Error, Result};
 use crate::BLOCK_SIZE;
@@ -91,11 +91,9 @@ impl Pieces {
         Pieces { list, left }
     }
 
-    /// (piece, start, end, exclusive) of every piece, in submission order.
-    pub fn lock_ranges(&self) -> Vec<(usize, u64, u64, bool)> {
-        (0..3)
-            .filter_map(|p| self.list[p].map(|piece| (p, piece.start, piece.end, true)))
-            .collect()
+    /// The exclusive range of every piece, indexed by piece (submission order).
+    pub fn lock_ranges(&self) -> LockRanges {
+        self.list.map(|piece| piece.map(|p| (p.start, p.end, true)))
     }
 }
 
@@ -280,7 +278,10 @@ mod tests {
     use crate::ChunkKey;
 
     fn ranges(offset: u64, len: usize) -> Vec<(usize, u64, u64, bool)> {
-        Pieces::new(&Span::new(ChunkKey::new(1, 0), offset, len)).lock_ranges()
+        let pieces = Pieces::new(&Span::new(ChunkKey::new(1, 0), offset, len));
+        (0..3)
+            .filter_map(|p| pieces.lock_ranges()[p].map(|(start, end, x)| (p, start, end, x)))
+            .collect()
     }
 
     #[test]
