@@ -60,7 +60,7 @@ fn main() {
     let args = Args::parse();
     let ctx = Context::with_settings(&settings(&args.transport)).expect("UCX context");
     if args.role.as_deref() == Some("server") {
-        return serve(&ctx, &args.case);
+        return serve(&ctx);
     }
     if !args.bench {
         for transport in ["shm", "tcp"] {
@@ -87,12 +87,12 @@ fn unhex(text: &str) -> Vec<u8> {
         .collect()
 }
 
-/// An owned page-aligned buffer for registration.
+/// An owned, touched buffer for registration.
 fn buffer(len: usize) -> Vec<u8> {
     vec![0x5a; len]
 }
 
-fn serve(ctx: &Arc<Context>, case: &str) {
+fn serve(ctx: &Arc<Context>) {
     let worker = Worker::new(ctx).expect("worker");
     for id in [REQ, HELLO, DATA] {
         worker.listen(id).expect("listen");
@@ -147,7 +147,6 @@ fn serve(ctx: &Arc<Context>, case: &str) {
             }
         }
         receives.retain(|r| !r.is_done());
-        let _ = case;
     }
 }
 
@@ -164,11 +163,10 @@ impl Drop for Server {
     }
 }
 
-fn start_server(case: &str, transport: &str) -> Server {
+fn start_server(transport: &str) -> Server {
     let mut child = Command::new(std::env::current_exe().unwrap())
-        .args(["--role", "server", "--case", case, "--transport", transport])
+        .args(["--role", "server", "--transport", transport])
         .stdout(Stdio::piped())
-        .stdin(Stdio::piped())
         .spawn()
         .expect("start the server process");
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
@@ -194,7 +192,7 @@ fn start_server(case: &str, transport: &str) -> Server {
 }
 
 fn client(case: &str, transport: &str, iters: u64) -> String {
-    let server = start_server(case, transport);
+    let server = start_server(transport);
     let ctx = Context::with_settings(&settings(transport)).expect("UCX context");
     let worker = Worker::new(&ctx).expect("worker");
     worker.listen(REP).expect("listen");

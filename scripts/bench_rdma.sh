@@ -30,16 +30,9 @@ if ! command -v ucx_perftest >/dev/null 2>&1; then
 fi
 
 cd "$root"
-cargo bench --bench rdma_ratio --no-run >/dev/null 2>&1 || {
-    cargo bench --bench rdma_ratio --no-run
-    exit 1
-}
-driver="$(cargo bench --bench rdma_ratio --no-run --message-format=json 2>/dev/null |
-    sed -n 's/.*"executable":"\([^"]*rdma_ratio[^"]*\)".*/\1/p' | tail -n 1)"
-if [ -z "$driver" ] || [ ! -x "$driver" ]; then
-    echo "bench_rdma.sh: cannot find the rdma_ratio benchmark binary" >&2
-    exit 1
-fi
+# shellcheck source=scripts/bench_lib.sh
+. "$root/scripts/bench_lib.sh"
+driver="$(bench_driver rdma_ratio)"
 
 server_pid=""
 cleanup() {

@@ -43,16 +43,9 @@ trap 'rm -rf "$work"' EXIT
 
 # Build once, then run the benchmark binary directly so build output stays out of the timing.
 cd "$root"
-cargo bench --bench storage_ratio --no-run >/dev/null 2>&1 || {
-    cargo bench --bench storage_ratio --no-run
-    exit 1
-}
-driver="$(cargo bench --bench storage_ratio --no-run --message-format=json 2>/dev/null |
-    sed -n 's/.*"executable":"\([^"]*storage_ratio[^"]*\)".*/\1/p' | tail -n 1)"
-if [ -z "$driver" ] || [ ! -x "$driver" ]; then
-    echo "bench_storage.sh: cannot find the storage_ratio benchmark binary" >&2
-    exit 1
-fi
+# shellcheck source=scripts/bench_lib.sh
+. "$root/scripts/bench_lib.sh"
+driver="$(bench_driver storage_ratio)"
 
 # fio_run RW BS IODEPTH: prints bandwidth in MiB/s for sequential, IOPS for 4 KiB cases.
 fio_run() {

@@ -14,7 +14,7 @@ use std::cell::Cell;
 use std::ffi::c_void;
 use std::ptr;
 use std::rc::Rc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use ucx1_sys::*;
 
@@ -380,18 +380,5 @@ impl Endpoint {
     /// Unpacks a remote key the peer packed with [`crate::MemRegion::pack_rkey`].
     pub fn unpack_rkey(&self, packed: &[u8]) -> Result<RemoteKey> {
         RemoteKey::unpack(self.inner.clone(), packed)
-    }
-
-    /// Progresses the endpoint's worker until the endpoint fails or `timeout` passes; returns
-    /// whether it failed. For tests and shutdown paths.
-    pub fn wait_failed(&self, timeout: Duration) -> bool {
-        let deadline = Instant::now() + timeout;
-        while self.inner.failure().is_none() && Instant::now() < deadline {
-            let _ = self
-                .inner
-                .worker
-                .progress_or_sleep(Duration::from_millis(10));
-        }
-        self.inner.failure().is_some()
     }
 }

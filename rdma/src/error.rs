@@ -13,12 +13,8 @@ pub type Result<T> = std::result::Result<T, Error>;
 pub struct Status(pub i8);
 
 impl Status {
-    /// `UCS_ERR_CANCELED`.
-    pub const CANCELED: Status = Status(ucs_status_t::UCS_ERR_CANCELED as i8);
     /// `UCS_ERR_BUSY`.
     pub const BUSY: Status = Status(ucs_status_t::UCS_ERR_BUSY as i8);
-    /// `UCS_ERR_TIMED_OUT`.
-    pub const TIMED_OUT: Status = Status(ucs_status_t::UCS_ERR_TIMED_OUT as i8);
 
     /// UCX's own description of the code.
     pub fn description(self) -> String {

@@ -43,7 +43,7 @@ pub fn progress_until(worker: &Worker, timeout: Duration, mut done: impl FnMut()
     }
 }
 
-/// A page-aligned buffer that outlives every registration and request of a test.
+/// A buffer that outlives every registration and request of a test.
 pub struct Buffer {
     map: Vec<u8>,
 }
