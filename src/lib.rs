@@ -5,6 +5,17 @@
 //! engine lives in [`storage`] (package `benchfs-storage`), the UCX transport in [`rdma`]
 //! (package `benchfs-rdma`).
 
+pub mod client;
+pub mod config;
+pub mod launcher;
+pub mod logging;
+pub mod path;
+pub mod placement;
+pub mod proto;
+pub mod registry;
+pub mod server;
+pub mod topology;
+
 pub use benchfs_rdma as rdma;
 pub use benchfs_storage as storage;
 

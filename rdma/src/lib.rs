@@ -9,6 +9,8 @@
 //!   fails the endpoint and every request pending on it.
 //! - [`MemRegion`] registers caller-owned memory (a storage slab, a user's buffer);
 //!   [`RemoteKey`] reaches a peer's region for [`Endpoint::put`] and [`Endpoint::get`].
+//! - [`RegCache`] keeps a client thread's registrations of its callers' buffers, with their
+//!   packed remote keys, and drops those whose memory is unmapped (UCX memory hooks).
 //! - [`Request`] is one operation in flight; it owns what UCX may still touch until UCX reports
 //!   completion, and is cancelled when dropped unfinished.
 //! - [`rpc`] frames requests and replies with a 64-bit request id, matches replies by id and
@@ -21,7 +23,9 @@
 pub mod context;
 pub mod endpoint;
 pub mod error;
+mod memhooks;
 pub mod memory;
+pub mod regcache;
 pub mod request;
 pub mod rpc;
 pub mod worker;
@@ -30,5 +34,6 @@ pub use context::Context;
 pub use endpoint::Endpoint;
 pub use error::{Error, Result, Status};
 pub use memory::{MemRegion, RemoteKey};
+pub use regcache::{CachedRegion, RegCache};
 pub use request::Request;
 pub use worker::{Incoming, Worker};

@@ -203,6 +203,13 @@ impl ChunkFiles {
         self.dirty.entry(key).or_insert(false);
     }
 
+    /// The ids of files with dirty chunks, each once, in ascending order.
+    pub fn dirty_files(&self) -> Vec<u64> {
+        let mut ids: Vec<u64> = self.dirty.keys().map(|k| k.file_id).collect();
+        ids.dedup();
+        ids
+    }
+
     /// Removes and returns the dirty chunks of `file_id` (all of them, or only chunk `index`),
     /// each with whether it was created since its last sync.
     pub fn take_dirty(&mut self, file_id: u64, index: Option<u64>) -> Vec<(ChunkKey, bool)> {

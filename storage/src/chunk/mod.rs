@@ -393,6 +393,17 @@ impl ChunkStore {
         Ok(removed)
     }
 
+    /// Has the kernel signal `eventfd` whenever completions are queued, so an idle poll loop
+    /// can sleep on it (see [`crate::Ring::register_eventfd`]).
+    pub fn register_eventfd(&mut self, eventfd: std::os::fd::RawFd) -> Result<()> {
+        self.ring.register_eventfd(eventfd)
+    }
+
+    /// The ids of files with chunks written since their last sync.
+    pub fn dirty_files(&self) -> Vec<u64> {
+        self.files.dirty_files()
+    }
+
     /// Whether chunk `key` has a file.
     pub fn chunk_exists(&self, key: ChunkKey) -> bool {
         self.files.exists(key)

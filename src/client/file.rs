@@ -1,0 +1,430 @@
+//! File operations of the client: metadata at the inode's target, data spread over the chunks'
+//! targets.
+//!
+//! Consistency is close-to-open: a [`File`] remembers the size seen at open and the end of
+//! what it wrote; [`Client::close`] and [`Client::fsync`] report that end to the inode, which
+//! only grows, so after every writer closed, every client that opens (or stats) the file sees
+//! its exact size. Reads stop at the larger of the two sizes a handle knows; holes read as
+//! zeros.
+
+use std::collections::BTreeSet;
+
+use crate::placement;
+use crate::proto::{self, Op, WireInode};
+
+use super::{Client, Error, Outgoing, Result};
+
+/// How to open a file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct OpenFlags {
+    /// Reads allowed.
+    pub read: bool,
+    /// Writes allowed.
+    pub write: bool,
+    /// Create the file when missing.
+    pub create: bool,
+    /// With `create`: fail with `EEXIST` when it exists.
+    pub exclusive: bool,
+}
+
+impl OpenFlags {
+    /// Read only.
+    pub const READ: OpenFlags = OpenFlags {
+        read: true,
+        write: false,
+        create: false,
+        exclusive: false,
+    };
+    /// Read and write.
+    pub const READ_WRITE: OpenFlags = OpenFlags {
+        read: true,
+        write: true,
+        create: false,
+        exclusive: false,
+    };
+}
+
+/// An open file.
+#[derive(Debug, Clone)]
+pub struct File {
+    path: String,
+    inode: WireInode,
+    flags: OpenFlags,
+    written_end: u64,
+    wrote: bool,
+    dirty_targets: BTreeSet<usize>,
+}
+
+impl File {
+    /// The normalised path it was opened by.
+    pub fn path(&self) -> &str {
+        &self.path
+    }
+
+    /// The cluster-wide file id.
+    pub fn file_id(&self) -> u64 {
+        self.inode.file_id
+    }
+
+    /// The file's chunk size.
+    pub fn chunk_size(&self) -> u64 {
+        self.inode.chunk_size
+    }
+
+    /// The size this handle knows: the size at open or the end of its own writes.
+    pub fn size(&self) -> u64 {
+        self.inode.size.max(self.written_end)
+    }
+}
+
+/// What stat returns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Stat {
+    /// Inode number (the file id).
+    pub ino: u64,
+    /// Mode bits with the file type.
+    pub mode: u32,
+    /// Link count.
+    pub nlink: u32,
+    /// Size in bytes.
+    pub size: u64,
+    /// 512-byte blocks.
+    pub blocks: u64,
+    /// Preferred I/O size (the chunk size).
+    pub blksize: u64,
+    /// Access time, ns since the epoch.
+    pub atime_ns: i64,
+    /// Modification time, ns since the epoch.
+    pub mtime_ns: i64,
+    /// Status change time, ns since the epoch.
+    pub ctime_ns: i64,
+}
+
+impl From<WireInode> for Stat {
+    fn from(i: WireInode) -> Stat {
+        Stat {
+            ino: i.file_id,
+            mode: i.mode,
+            nlink: i.nlink,
+            size: i.size,
+            blocks: i.size.div_ceil(512),
+            blksize: i.chunk_size,
+            atime_ns: i.atime_ns,
+            mtime_ns: i.mtime_ns,
+            ctime_ns: i.ctime_ns,
+        }
+    }
+}
+
+/// What statfs returns: the sums over all targets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct StatFs {
+    /// Bytes of the data file systems.
+    pub total_bytes: u64,
+    /// Bytes free.
+    pub free_bytes: u64,
+    /// Bytes available to unprivileged users.
+    pub available_bytes: u64,
+    /// Files (inodes) stored.
+    pub files: u64,
+    /// Targets of the cluster.
+    pub targets: u64,
+}
+
+/// One piece of a transfer: a range of one chunk.
+struct Piece {
+    target: usize,
+    index: u64,
+    offset_in_chunk: u64,
+    len: usize,
+    buf_offset: usize,
+}
+
+fn pieces(file: &File, offset: u64, len: usize, targets: usize) -> Vec<Piece> {
+    let chunk = file.inode.chunk_size;
+    let mut out = Vec::with_capacity(len / chunk as usize + 2);
+    let mut done = 0usize;
+    while done < len {
+        let at = offset + done as u64;
+        let index = at / chunk;
+        let offset_in_chunk = at % chunk;
+        let n = ((chunk - offset_in_chunk) as usize).min(len - done);
+        out.push(Piece {
+            target: placement::chunk_target(file.inode.file_id, index, targets),
+            index,
+            offset_in_chunk,
+            len: n,
+            buf_offset: done,
+        });
+        done += n;
+    }
+    out
+}
+
+impl Client {
+    fn meta_call(
+        &mut self,
+        op: Op,
+        path: &str,
+        edit: impl FnOnce(&mut proto::WireRequest),
+    ) -> Result<(proto::WireReply, usize)> {
+        let target = placement::inode_target(path, self.target_count());
+        let (mut wire, _) = self.prepare(target, op)?;
+        edit(&mut wire);
+        let mut out = Outgoing::simple(target, wire);
+        out.path = path.as_bytes().to_vec();
+        let name = op_name(op);
+        match self.call_one(name, out) {
+            Ok((reply, _)) => Ok((reply, target)),
+            Err(Error::Remote { errno, target, .. }) => Err(Error::Remote {
+                op: name,
+                what: path.to_string(),
+                errno,
+                target,
+            }),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Opens `path` (creating it with `mode` if `flags.create`).
+    pub fn open(&mut self, path: &str, flags: OpenFlags, mode: u32) -> Result<File> {
+        let path = crate::path::normalize(path)?;
+        let inode = if flags.create {
+            let chunk = self.config.chunk_size_bytes;
+            let (reply, _) = self.meta_call(Op::Create, &path, |w| {
+                w.mode = mode;
+                w.len = chunk;
+                if flags.exclusive {
+                    w.flags |= proto::FLAG_EXCL;
+                }
+            })?;
+            reply.inode
+        } else {
+            self.meta_call(Op::Lookup, &path, |_| {})?.0.inode
+        };
+        if inode.chunk_size == 0 {
+            return Err(Error::Invalid(format!(
+                "{path}: inode without a chunk size"
+            )));
+        }
+        Ok(File {
+            path,
+            inode,
+            flags,
+            written_end: 0,
+            wrote: false,
+            dirty_targets: BTreeSet::new(),
+        })
+    }
+
+    /// Creates `path` if missing (an existing file is opened, never truncated), read-write.
+    pub fn create(&mut self, path: &str, mode: u32) -> Result<File> {
+        let flags = OpenFlags {
+            create: true,
+            ..OpenFlags::READ_WRITE
+        };
+        self.open(path, flags, mode)
+    }
+
+    /// Closes `file`, publishing the size it wrote.
+    pub fn close(&mut self, file: File) -> Result<()> {
+        self.publish_size(&file, false)
+    }
+
+    fn publish_size(&mut self, file: &File, sync: bool) -> Result<()> {
+        if !file.wrote && !sync {
+            return Ok(());
+        }
+        let (id, end) = (file.inode.file_id, file.written_end);
+        let now = crate::server::meta::now_ns();
+        self.meta_call(Op::SetSize, &file.path, |w| {
+            w.file_id = id;
+            w.offset = end;
+            w.len = now as u64;
+            if sync {
+                w.flags |= proto::FLAG_SYNC;
+            }
+        })?;
+        Ok(())
+    }
+
+    /// Makes the data and size of `file` durable on every target it wrote to.
+    pub fn fsync(&mut self, file: &mut File) -> Result<()> {
+        let targets: Vec<usize> = file.dirty_targets.iter().copied().collect();
+        let id = file.inode.file_id;
+        self.batch(
+            "fsync",
+            targets.len(),
+            |c, i| {
+                let (mut wire, _) = c.prepare(targets[i], Op::Fsync)?;
+                wire.file_id = id;
+                Ok(Outgoing::simple(targets[i], wire))
+            },
+            |_, _, _| Ok(()),
+        )?;
+        self.publish_size(file, true)?;
+        file.dirty_targets.clear();
+        Ok(())
+    }
+
+    /// Writes all of `buf` at `offset`; returns its length.
+    pub fn write_at(&mut self, file: &mut File, buf: &[u8], offset: u64) -> Result<usize> {
+        if !file.flags.write {
+            return Err(Error::BadHandle("file not open for writing"));
+        }
+        offset
+            .checked_add(buf.len() as u64)
+            .ok_or_else(|| Error::Invalid("write beyond the largest file size".into()))?;
+        let parts = pieces(file, offset, buf.len(), self.target_count());
+        self.transfer(Op::Write, file, &parts, buf.as_ptr().cast_mut(), buf.len())?;
+        for p in &parts {
+            file.dirty_targets.insert(p.target);
+        }
+        file.wrote = true;
+        file.written_end = file.written_end.max(offset + buf.len() as u64);
+        Ok(buf.len())
+    }
+
+    /// Reads into `buf` from `offset`, up to the end of file; returns the bytes read.
+    pub fn read_at(&mut self, file: &File, buf: &mut [u8], offset: u64) -> Result<usize> {
+        if !file.flags.read {
+            return Err(Error::BadHandle("file not open for reading"));
+        }
+        let size = file.size();
+        if offset >= size {
+            return Ok(0);
+        }
+        let len = buf
+            .len()
+            .min((size - offset).min(usize::MAX as u64) as usize);
+        let parts = pieces(file, offset, len, self.target_count());
+        self.transfer(Op::Read, file, &parts, buf.as_mut_ptr(), len)?;
+        Ok(len)
+    }
+
+    /// Moves the pieces of one transfer between `buf` (`len` bytes) and their targets.
+    fn transfer(
+        &mut self,
+        op: Op,
+        file: &File,
+        parts: &[Piece],
+        buf: *mut u8,
+        len: usize,
+    ) -> Result<()> {
+        let mut rkey: Option<Vec<u8>> = None;
+        let file_id = file.inode.file_id;
+        let name = op_name(op);
+        self.batch(
+            name,
+            parts.len(),
+            |c, i| {
+                let p = &parts[i];
+                let (mut wire, inline_max) = c.prepare(p.target, op)?;
+                wire.file_id = file_id;
+                wire.chunk_index = p.index;
+                wire.offset = p.offset_in_chunk;
+                wire.len = p.len as u64;
+                let mut out = Outgoing::simple(p.target, wire);
+                let at = buf.wrapping_add(p.buf_offset);
+                if p.len as u64 <= inline_max {
+                    out.wire.flags |= proto::FLAG_INLINE;
+                    if op == Op::Write {
+                        // SAFETY: `at..at + p.len` lies inside the caller's buffer of `len`
+                        // bytes, borrowed for the whole transfer.
+                        out.payload = unsafe { std::slice::from_raw_parts(at, p.len) }.to_vec();
+                    }
+                    return Ok(out);
+                }
+                if rkey.is_none() {
+                    let region = c.regcache.lookup(buf, len)?;
+                    rkey = Some(region.rkey().to_vec());
+                }
+                out.wire.addr = at as u64;
+                out.rkey = rkey.clone().expect("just set");
+                Ok(out)
+            },
+            |i, reply, message| {
+                let p = &parts[i];
+                if reply.value != p.len as u64 {
+                    return Err(Error::Invalid(format!(
+                        "{name}: short transfer of chunk {}",
+                        p.index
+                    )));
+                }
+                if op == Op::Read && message.message.data_len() > 0 {
+                    let data = message.message.data().unwrap_or(&[]);
+                    if data.len() != p.len {
+                        return Err(Error::Invalid(format!("{name}: reply of the wrong length")));
+                    }
+                    // SAFETY: as above; the range is written by this copy only (RMA pieces
+                    // cover other ranges).
+                    unsafe {
+                        std::ptr::copy_nonoverlapping(
+                            data.as_ptr(),
+                            buf.wrapping_add(p.buf_offset),
+                            p.len,
+                        )
+                    };
+                }
+                Ok(())
+            },
+        )
+    }
+
+    /// The attributes of `path`.
+    pub fn stat(&mut self, path: &str) -> Result<Stat> {
+        let path = crate::path::normalize(path)?;
+        Ok(self.meta_call(Op::Lookup, &path, |_| {})?.0.inode.into())
+    }
+
+    /// Removes `path` and frees its chunks on every target that holds some.
+    pub fn unlink(&mut self, path: &str) -> Result<()> {
+        let path = crate::path::normalize(path)?;
+        let inode = self.meta_call(Op::Unlink, &path, |_| {})?.0.inode;
+        let targets = placement::chunk_targets(
+            inode.file_id,
+            inode.size,
+            inode.chunk_size,
+            self.target_count(),
+        );
+        self.batch(
+            "remove chunks",
+            targets.len(),
+            |c, i| {
+                let (mut wire, _) = c.prepare(targets[i], Op::RemoveChunks)?;
+                wire.file_id = inode.file_id;
+                Ok(Outgoing::simple(targets[i], wire))
+            },
+            |_, _, _| Ok(()),
+        )
+    }
+
+    /// Capacity and file count of the whole cluster.
+    pub fn statfs(&mut self) -> Result<StatFs> {
+        let stats = self.target_stats()?;
+        let mut sum = StatFs {
+            targets: stats.len() as u64,
+            ..StatFs::default()
+        };
+        for s in stats {
+            sum.total_bytes += s.total_bytes;
+            sum.free_bytes += s.free_bytes;
+            sum.available_bytes += s.available_bytes;
+            sum.files += s.inodes;
+        }
+        Ok(sum)
+    }
+}
+
+fn op_name(op: Op) -> &'static str {
+    match op {
+        Op::Create => "create",
+        Op::Lookup => "open",
+        Op::Unlink => "unlink",
+        Op::SetSize => "set size",
+        Op::Write => "write",
+        Op::Read => "read",
+        Op::Fsync => "fsync",
+        _ => "request",
+    }
+}
