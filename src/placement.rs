@@ -69,7 +69,10 @@ mod tests {
         assert_eq!(hash64(b"/a"), hash64(b"/a"));
         assert_ne!(hash64(b"/file.1"), hash64(b"/file.2"));
         let pinned = [hash64(b"/"), hash64(b"/ior/testfile")];
-        assert_eq!(pinned, [9_199_978_375_115_263_101, 7_516_667_322_762_240_042]);
+        assert_eq!(
+            pinned,
+            [9_199_978_375_115_263_101, 7_516_667_322_762_240_042]
+        );
     }
 
     #[test]

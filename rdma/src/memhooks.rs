@@ -90,7 +90,8 @@ pub(crate) fn install() -> &'static Result<()> {
     })
 }
 
-/// The UCM handler: records the range about to be unmapped.
+/// The UCM handler: records the range about to be unmapped. UCM calls it with the single
+/// event type it was registered for, a valid value of the enum.
 unsafe extern "C" fn on_vm_unmapped(
     event_type: ucm_event_type_t,
     event: *mut ucm_event_t,

@@ -40,8 +40,10 @@ impl MemRegion {
     ///
     /// # Safety
     ///
-    /// The memory must stay mapped until the region is dropped and every request that reads
-    /// or writes it (locally, or remotely through its key) has completed.
+    /// The memory must be mapped now and stay mapped while any request reads or writes it
+    /// (locally, or remotely through its key). Unmapping it while the region is registered
+    /// is allowed when no transfer uses it: dropping the region afterwards only releases the
+    /// registration and touches no memory (the registration cache relies on this).
     pub unsafe fn register(
         context: &Arc<Context>,
         address: *mut u8,

@@ -282,12 +282,13 @@ impl RegCache {
 
     /// A registration covering `addr..addr + len`, cached or new.
     ///
-    /// This is safe to call whatever the memory: registering neither reads nor writes it (UCX
-    /// fails the registration if it cannot be registered). Transfers through the registration
-    /// are another matter. Local ones ([`crate::Endpoint::put`], [`crate::Endpoint::get`]) are
-    /// `unsafe` and carry their own contract. For remote ones, whoever hands the address and
-    /// [`CachedRegion::rkey`] to a peer must ensure the memory stays mapped, and is not
-    /// otherwise accessed in conflict with the peer, until the peer's transfer has completed.
+    /// This is safe to call whatever `addr` points to: registering memory neither reads nor
+    /// writes it, and UCX reports an error for memory it cannot register. What needs care is
+    /// the transfers that use the registration. Local ones ([`crate::Endpoint::put`],
+    /// [`crate::Endpoint::get`]) are `unsafe` and carry their own contract. For remote ones,
+    /// whoever hands the address and [`CachedRegion::rkey`] to a peer must ensure that the
+    /// memory stays mapped, and is not accessed in conflict with the peer, until the peer's
+    /// transfer has completed: the cache cannot know when that is.
     pub fn lookup(&mut self, addr: *const u8, len: usize) -> Result<CachedRegion> {
         let (start, end) = self.pages(addr, len)?;
         if !self.hooks_active() {
@@ -406,9 +407,11 @@ impl RegCache {
     }
 
     fn register(&mut self, start: usize, end: usize) -> Result<Registration> {
-        // SAFETY: registering reads and writes nothing; the obligation that the memory stays
-        // mapped while transfers use it passes to the holders of the handle (see `lookup`),
-        // and the cache drops registrations of memory reported unmapped.
+        // SAFETY: `MemRegion::register` asks that the memory stay mapped while the region lives,
+        // for the sake of the transfers that use it: those are the handle holders' to
+        // guard (see `lookup`), and the cache drops the registrations of memory reported
+        // unmapped. Registering, or deregistering a range unmapped in between, accesses no
+        // memory.
         let region = unsafe { MemRegion::register(&self.context, start as *mut u8, end - start) }?;
         let rkey = region.pack_rkey()?.into_boxed_slice();
         self.counters.registrations += 1;

@@ -314,6 +314,7 @@ impl Client {
         let mut rkey: Option<Vec<u8>> = None;
         let file_id = file.inode.file_id;
         let name = op_name(op);
+        let timeout = self.config.request_timeout;
         self.batch(
             name,
             parts.len(),
@@ -352,19 +353,13 @@ impl Client {
                     )));
                 }
                 if op == Op::Read && message.message.data_len() > 0 {
-                    let data = message.message.data().unwrap_or(&[]);
-                    if data.len() != p.len {
-                        return Err(Error::Invalid(format!("{name}: reply of the wrong length")));
-                    }
-                    // SAFETY: as above; the range is written by this copy only (RMA pieces
-                    // cover other ranges).
-                    unsafe {
-                        std::ptr::copy_nonoverlapping(
-                            data.as_ptr(),
-                            buf.wrapping_add(p.buf_offset),
-                            p.len,
-                        )
-                    };
+                    receive_inline(
+                        message.message,
+                        buf.wrapping_add(p.buf_offset),
+                        p.len,
+                        timeout,
+                    )
+                    .map_err(|e| Error::Invalid(format!("{name}: inline data: {e}")))?;
                 }
                 Ok(())
             },
@@ -414,6 +409,31 @@ impl Client {
         }
         Ok(sum)
     }
+}
+
+/// Places the inline data of a read reply at `dst` (`len` bytes): copied when it came with
+/// the message, received by UCX straight into `dst` when the transport sent it by rendezvous.
+fn receive_inline(
+    message: crate::rdma::Incoming,
+    dst: *mut u8,
+    len: usize,
+    timeout: std::time::Duration,
+) -> std::result::Result<(), String> {
+    if message.data_len() != len {
+        return Err(format!(
+            "{} bytes for a {len}-byte piece",
+            message.data_len()
+        ));
+    }
+    if let Some(data) = message.data() {
+        // SAFETY: `dst..dst + len` lies inside the caller's buffer, borrowed for the whole
+        // transfer, and no other piece covers it.
+        unsafe { std::ptr::copy_nonoverlapping(data.as_ptr(), dst, len) };
+        return Ok(());
+    }
+    // SAFETY: as above; the request is waited for before the buffer is used again.
+    let request = unsafe { message.receive_into(dst, len) }.map_err(|e| e.to_string())?;
+    request.wait(timeout).map(|_| ()).map_err(|e| e.to_string())
 }
 
 fn op_name(op: Op) -> &'static str {

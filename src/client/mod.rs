@@ -29,7 +29,6 @@
 
 mod error;
 mod file;
-mod regshim;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -40,9 +39,8 @@ use bytemuck::Zeroable;
 
 use crate::proto::{self, Op, WireReply, WireRequest};
 use crate::rdma::rpc::{Calls, Reply};
-use crate::rdma::{Context, Endpoint, Worker};
+use crate::rdma::{Context, Endpoint, RegCache, Worker};
 use crate::registry::{Registry, TargetEntry};
-use regshim::RegCache;
 
 pub use error::{Error, Result};
 pub use file::{File, OpenFlags, Stat, StatFs};

@@ -1,0 +1,319 @@
+//! A local cluster of `benchfsd` processes for the tests: UCX on loopback (TCP or shared
+//! memory), data in a disk-backed temporary directory, stopped (killed if need be) on drop.
+
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::{Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use benchfs::client::{Client, ClientConfig};
+
+/// The transports the tests run over.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transport {
+    /// TCP on the loopback device.
+    Tcp,
+    /// Shared memory (posix) with cross-memory attach for RMA.
+    Shm,
+}
+
+impl Transport {
+    /// UCX settings without the `UCX_` prefix.
+    pub fn settings(self) -> Vec<(String, String)> {
+        let pairs: &[(&str, &str)] = match self {
+            Transport::Tcp => &[("TLS", "tcp"), ("NET_DEVICES", "lo")],
+            Transport::Shm => &[("TLS", "posix,cma")],
+        };
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    /// The same as environment variables.
+    pub fn env(self) -> Vec<(String, String)> {
+        self.settings()
+            .into_iter()
+            .map(|(k, v)| (format!("UCX_{k}"), v))
+            .collect()
+    }
+}
+
+/// Cluster tests share two cores: one cluster at a time.
+static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+
+/// Options of a test cluster.
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub servers: u32,
+    pub shards: u32,
+    pub transport: Transport,
+    pub slab: &'static str,
+    pub extra: Vec<String>,
+}
+
+impl Options {
+    pub fn new(transport: Transport) -> Options {
+        Options {
+            servers: 2,
+            shards: 2,
+            transport,
+            slab: "16m",
+            extra: Vec::new(),
+        }
+    }
+}
+
+/// A running cluster.
+pub struct Cluster {
+    pub options: Options,
+    pub root: tempfile::TempDir,
+    servers: Vec<Option<Child>>,
+    _turn: MutexGuard<'static, ()>,
+}
+
+/// A temporary directory on a disk-backed file system (O_DIRECT needs one; /dev/shm is not).
+pub fn disk_tempdir() -> tempfile::TempDir {
+    let base = std::env::var_os("BENCHFS_TEST_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_TARGET_TMPDIR")));
+    tempfile::tempdir_in(base).expect("temporary directory")
+}
+
+impl Cluster {
+    pub fn start(options: Options) -> Cluster {
+        let turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+        let mut cluster = Cluster {
+            options,
+            root: disk_tempdir(),
+            servers: Vec::new(),
+            _turn: turn,
+        };
+        for rank in 0..cluster.options.servers {
+            let child = cluster.spawn(rank);
+            cluster.servers.push(Some(child));
+        }
+        cluster.wait_up();
+        cluster
+    }
+
+    pub fn registry(&self) -> PathBuf {
+        self.root.path().join("registry")
+    }
+
+    pub fn data(&self) -> PathBuf {
+        self.root.path().join("data")
+    }
+
+    pub fn log_path(&self, rank: u32) -> PathBuf {
+        self.root.path().join(format!("server-{rank}.log"))
+    }
+
+    pub fn log(&self, rank: u32) -> String {
+        std::fs::read_to_string(self.log_path(rank)).unwrap_or_default()
+    }
+
+    fn spawn(&self, rank: u32) -> Child {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.log_path(rank))
+            .expect("server log");
+        let o = &self.options;
+        Command::new(env!("CARGO_BIN_EXE_benchfsd"))
+            .arg("--registry-dir")
+            .arg(self.registry())
+            .arg("--data-dir")
+            .arg(self.data())
+            .args([
+                "--rank",
+                &rank.to_string(),
+                "--servers",
+                &o.servers.to_string(),
+            ])
+            .args(["--shards", &o.shards.to_string(), "--slab-size", o.slab])
+            .args(["--no-numa", "--log-level", "debug"])
+            .args(&o.extra)
+            .envs(o.transport.env())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("start benchfsd")
+    }
+
+    /// Waits until every target is published (and fails with the server logs otherwise).
+    pub fn wait_up(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Ok(reg) = benchfs::registry::Registry::open_existing(&self.registry()) {
+                if let Ok(entries) = reg.list() {
+                    let alive: Vec<_> = entries
+                        .iter()
+                        .filter(|e| self.is_current(e.rank, e.pid))
+                        .collect();
+                    let running = self.servers.iter().flatten().count() as u32;
+                    if alive.len() == (running * self.options.shards) as usize {
+                        return;
+                    }
+                }
+            }
+            for (rank, server) in self.servers.iter_mut().enumerate() {
+                if let Some(child) = server {
+                    if let Ok(Some(status)) = child.try_wait() {
+                        panic!(
+                            "server {rank} exited ({status}):\n{}",
+                            self.log(rank as u32)
+                        );
+                    }
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "cluster did not come up:\n{}",
+                self.log(0)
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    fn is_current(&self, rank: u32, pid: u32) -> bool {
+        let server = self.servers.get(rank as usize).and_then(|s| s.as_ref());
+        server.is_some_and(|c| c.id() == pid)
+    }
+
+    pub fn client_config(&self) -> ClientConfig {
+        let mut config = ClientConfig::new(self.registry());
+        config.ucx_settings = self.options.transport.settings();
+        config.connect_timeout = Duration::from_secs(30);
+        config
+    }
+
+    pub fn client(&self) -> Client {
+        Client::connect(self.client_config()).expect("client connects")
+    }
+
+    /// Runs `benchfs-load` against the cluster.
+    pub fn load(&self, args: &[&str]) -> Output {
+        Command::new(env!("CARGO_BIN_EXE_benchfs-load"))
+            .arg("--registry")
+            .arg(self.registry())
+            .args(args)
+            .envs(self.options.transport.env())
+            .output()
+            .expect("run benchfs-load")
+    }
+
+    /// Runs `benchfs-load` and fails the test with its output unless it succeeded.
+    pub fn load_ok(&self, args: &[&str]) -> String {
+        let out = self.load(args);
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            out.status.success(),
+            "benchfs-load {args:?} failed:\n{text}\n{}",
+            self.log(0)
+        );
+        text
+    }
+
+    pub fn pid(&self, rank: u32) -> u32 {
+        self.servers[rank as usize].as_ref().expect("running").id()
+    }
+
+    pub fn kill(&mut self, rank: u32) {
+        if let Some(mut child) = self.servers[rank as usize].take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    pub fn restart(&mut self, rank: u32) {
+        self.kill(rank);
+        let child = self.spawn(rank);
+        self.servers[rank as usize] = Some(child);
+        self.wait_up();
+    }
+
+    /// Sends SIGTERM to every server and waits for each to exit; returns their exit codes.
+    pub fn terminate(&mut self) -> Vec<Option<i32>> {
+        let mut codes = Vec::new();
+        for server in self.servers.iter_mut() {
+            if let Some(child) = server.as_ref() {
+                // SAFETY: kill has no memory preconditions; the pid is our live child.
+                unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+            }
+        }
+        for server in self.servers.iter_mut() {
+            if let Some(mut child) = server.take() {
+                codes.push(wait_timeout(&mut child, Duration::from_secs(30)));
+            }
+        }
+        codes
+    }
+
+    /// Waits for every server to exit by itself (after a shutdown request).
+    pub fn wait_exit(&mut self) -> Vec<Option<i32>> {
+        let mut codes = Vec::new();
+        for server in self.servers.iter_mut() {
+            if let Some(mut child) = server.take() {
+                codes.push(wait_timeout(&mut child, Duration::from_secs(30)));
+            }
+        }
+        codes
+    }
+
+    /// Chunk files of `file_id` on disk, over every server and shard.
+    pub fn chunk_files_of(&self, file_id: u64) -> Vec<PathBuf> {
+        let prefix = format!("{file_id:016x}.");
+        let mut found = Vec::new();
+        walk(&self.data(), &mut |p| {
+            let name = p.file_name().and_then(|n| n.to_str()).unwrap_or("");
+            if name.starts_with(&prefix) {
+                found.push(p.to_path_buf());
+            }
+        });
+        found
+    }
+}
+
+fn wait_timeout(child: &mut Child, timeout: Duration) -> Option<i32> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Ok(Some(status)) = child.try_wait() {
+            return status.code();
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+fn walk(dir: &Path, f: &mut dyn FnMut(&Path)) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            walk(&path, f);
+        } else {
+            f(&path);
+        }
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for rank in 0..self.servers.len() {
+            self.kill(rank as u32);
+        }
+    }
+}
