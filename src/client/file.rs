@@ -311,11 +311,12 @@ impl Client {
         buf: *mut u8,
         len: usize,
     ) -> Result<()> {
-        let mut rkey: Option<Vec<u8>> = None;
+        // The handle keeps the registration alive until every piece is answered.
+        let mut region: Option<crate::rdma::CachedRegion> = None;
         let file_id = file.inode.file_id;
         let name = op_name(op);
         let timeout = self.config.request_timeout;
-        self.batch(
+        let result = self.batch(
             name,
             parts.len(),
             |c, i| {
@@ -336,12 +337,11 @@ impl Client {
                     }
                     return Ok(out);
                 }
-                if rkey.is_none() {
-                    let region = c.regcache.lookup(buf, len)?;
-                    rkey = Some(region.rkey().to_vec());
+                if region.is_none() {
+                    region = Some(c.regcache.lookup(buf, len)?);
                 }
                 out.wire.addr = at as u64;
-                out.rkey = rkey.clone().expect("just set");
+                out.rkey = region.as_ref().expect("just set").rkey().to_vec();
                 Ok(out)
             },
             |i, reply, message| {
@@ -363,7 +363,14 @@ impl Client {
                 }
                 Ok(())
             },
-        )
+        );
+        if result.is_err() && region.is_some() {
+            // A piece that failed (a deadline, say) may still be served later: dropping the
+            // registration revokes the key on transports that check keys (InfiniBand), so a
+            // late transfer cannot touch memory the caller has moved on with.
+            self.regcache.invalidate(buf, len);
+        }
+        result
     }
 
     /// The attributes of `path`.
