@@ -18,6 +18,8 @@
 //! A task owns its slot, its remote key and its UCX requests until the last of them
 //! completes; only then is the slot released and the reply sent.
 
+use std::time::Instant;
+
 use crate::proto::{self, Op, WireReply, WireRequest};
 use crate::rdma::{Endpoint, RemoteKey, Request};
 use crate::storage::{ChunkKey, ChunkStore, Completion, Outcome, Slot};
@@ -44,6 +46,7 @@ pub(super) struct Task {
     slot: Option<Slot>,
     stage: Stage,
     chunk_len: u64,
+    deadline: Instant,
 }
 
 impl Task {
@@ -58,6 +61,7 @@ impl Task {
             slot: None,
             stage: Stage::Disk,
             chunk_len: 0,
+            deadline: Instant::now(),
         }
     }
 }
@@ -191,6 +195,7 @@ impl Shard {
             slot: None,
             stage: Stage::Disk,
             chunk_len: 0,
+            deadline: Instant::now() + self.config.transfer_timeout,
         };
         let tag = self.tasks.insert(task).expect("room checked");
         let result = if w.wire.op == Op::Read as u16 {
@@ -344,12 +349,25 @@ impl Shard {
     }
 
     /// Moves tasks whose network transfer finished to their next stage; whether any moved.
+    /// A transfer still running at its deadline (a client that stopped answering) is
+    /// cancelled: its request completes with an error and the task frees its slot.
     pub(super) fn advance_transfers(&mut self) -> bool {
         let mut moved = false;
+        let now = Instant::now();
         for tag in 0..self.tasks.capacity() as u64 {
             let Some(task) = self.tasks.get_mut(tag) else {
                 continue;
             };
+            if now >= task.deadline {
+                match &task.stage {
+                    Stage::Disk => {}
+                    Stage::Fetching(r) => r.cancel(),
+                    Stage::Sending(put, flush) => {
+                        put.cancel();
+                        flush.cancel();
+                    }
+                }
+            }
             let result = match &task.stage {
                 Stage::Disk => continue,
                 Stage::Fetching(r) => match r.result() {

@@ -150,6 +150,7 @@ fn shard_configs(
                 secret,
                 ucx_settings,
                 drain_timeout: config.shutdown_timeout(),
+                transfer_timeout: config.request_timeout(),
             }
         })
         .collect()

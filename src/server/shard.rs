@@ -72,6 +72,8 @@ pub struct ShardConfig {
     pub ucx_settings: Vec<(String, String)>,
     /// How long a stop waits for in-flight work.
     pub drain_timeout: Duration,
+    /// How long a network transfer of a request may take before it is cancelled.
+    pub transfer_timeout: Duration,
 }
 
 /// What the process does when a shard becomes ready and when it stops.
