@@ -160,8 +160,15 @@ fn unlink_frees_chunks_on_every_target_and_connects_lazily() {
         .map(|p| p.to_string_lossy().split("/server-").nth(1).unwrap()[..1].to_string())
         .collect();
     assert_eq!(servers.len(), 2, "chunks on both servers: {on_disk:?}");
+    let before = client.statfs().unwrap();
+    assert_eq!((before.targets, before.files), (4, 1), "{before:?}");
+    assert!(
+        before.total_bytes > 0 && before.available_bytes <= before.total_bytes,
+        "{before:?}"
+    );
     client.unlink("/big").unwrap();
     assert_eq!(cluster.chunk_files_of(id), Vec::<std::path::PathBuf>::new());
+    assert_eq!(client.statfs().unwrap().files, 0);
     let err = client.stat("/big").unwrap_err();
     assert_eq!(err.errno(), libc::ENOENT);
     assert_eq!(client.unlink("/big").unwrap_err().errno(), libc::ENOENT);

@@ -401,7 +401,9 @@ impl Client {
         )
     }
 
-    /// Capacity and file count of the whole cluster.
+    /// Capacity and file count of the whole cluster. Shards of one server share its data
+    /// directory, so each server's space is counted once (from its first shard); files are
+    /// counted on every shard.
     pub fn statfs(&mut self) -> Result<StatFs> {
         let stats = self.target_stats()?;
         let mut sum = StatFs {
@@ -409,9 +411,11 @@ impl Client {
             ..StatFs::default()
         };
         for s in stats {
-            sum.total_bytes += s.total_bytes;
-            sum.free_bytes += s.free_bytes;
-            sum.available_bytes += s.available_bytes;
+            if s.shard == 0 {
+                sum.total_bytes += s.total_bytes;
+                sum.free_bytes += s.free_bytes;
+                sum.available_bytes += s.available_bytes;
+            }
             sum.files += s.inodes;
         }
         Ok(sum)
