@@ -89,7 +89,10 @@ pub const FLAG_EXCL: u16 = 1;
 pub const FLAG_SYNC: u16 = 2;
 /// Write/Read: the payload travels inline in the message instead of by RMA.
 pub const FLAG_INLINE: u16 = 4;
-const KNOWN_FLAGS: u16 = FLAG_EXCL | FLAG_SYNC | FLAG_INLINE;
+/// Read: the data comes back with the reply, sent from the shard's slot (by rendezvous above
+/// the transport's eager size), instead of being put into a buffer named by the request.
+pub const FLAG_REPLY_DATA: u16 = 8;
+const KNOWN_FLAGS: u16 = FLAG_EXCL | FLAG_SYNC | FLAG_INLINE | FLAG_REPLY_DATA;
 
 /// Reply flag: the file existed before this create.
 pub const REPLY_EXISTED: u32 = 1;

@@ -6,7 +6,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use benchfs::client::{Client, OpenFlags};
+use benchfs::client::{Client, DataPath, OpenFlags};
 use benchfs::placement;
 use common::{Cluster, Options, Transport};
 
@@ -94,10 +94,11 @@ fn pattern_bytes(seed: u8, len: usize) -> Vec<u8> {
         .collect()
 }
 
-#[test]
-fn aligned_io_copies_nothing_and_registers_the_buffer_once() {
-    let cluster = Cluster::start(Options::new(Transport::Tcp));
-    let mut client = cluster.client();
+fn aligned_io_copies_nothing(transport: Transport, data_path: DataPath) {
+    let cluster = Cluster::start(Options::new(transport));
+    let mut config = cluster.client_config();
+    config.data_path = data_path;
+    let mut client = Client::connect(config).unwrap();
     let mut file = client.create("/zero/copy", 0o644).unwrap();
     let data = pattern_bytes(7, 4 * MIB);
     for i in 0..8u64 {
@@ -129,8 +130,55 @@ fn aligned_io_copies_nothing_and_registers_the_buffer_once() {
             s.rank, s.shard
         );
     }
-    // Two buffers (data, back), each registered once however often it is used.
-    assert_eq!(client.regcache().registrations(), 2);
+    let registrations = client.regcache().registrations();
+    match data_path {
+        // Two buffers (data, back), each registered once however often it is used.
+        DataPath::Rma => assert_eq!(registrations, 2),
+        // UCX registers what it sends and receives by rendezvous itself.
+        DataPath::Message => assert_eq!(registrations, 0),
+    }
+}
+
+#[test]
+fn aligned_io_copies_nothing_with_messages_over_tcp() {
+    aligned_io_copies_nothing(Transport::Tcp, DataPath::Message);
+}
+
+#[test]
+fn aligned_io_copies_nothing_with_messages_over_shared_memory() {
+    aligned_io_copies_nothing(Transport::Shm, DataPath::Message);
+}
+
+#[test]
+fn aligned_io_copies_nothing_with_rma_and_registers_each_buffer_once() {
+    aligned_io_copies_nothing(Transport::Tcp, DataPath::Rma);
+    aligned_io_copies_nothing(Transport::Shm, DataPath::Rma);
+}
+
+#[test]
+fn patterns_over_the_rma_data_path() {
+    let cluster = Cluster::start(Options::new(Transport::Tcp));
+    let rma = [("BENCHFS_DATA_PATH", "rma")];
+    for (pattern, transfer, block) in [
+        ("fpp", "4m", "16m"),
+        ("shared", "1m", "8m"),
+        ("hard", "47008", "4701600"),
+    ] {
+        let dir = format!("/rma-{pattern}");
+        let args = [
+            "--procs",
+            "4",
+            "--pattern",
+            pattern,
+            "--transfer",
+            transfer,
+            "--block",
+            block,
+            "--dir",
+            &dir,
+        ];
+        cluster.load_ok_env(&args, &rma);
+    }
 }
 
 #[test]

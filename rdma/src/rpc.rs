@@ -183,6 +183,42 @@ impl Calls {
         Ok(request_id)
     }
 
+    /// Like [`Calls::call`], with the data sent from caller memory without a copy (by
+    /// rendezvous above the transport's eager size, with RDMA where the transport has it).
+    /// Returns the request id and the send: keep the send until the reply arrived, and drop it
+    /// (which cancels it if still running) before the memory is used otherwise.
+    ///
+    /// # Safety
+    ///
+    /// `data..data + len` must stay valid and unchanged until the returned send is complete or
+    /// dropped.
+    pub unsafe fn call_raw(
+        &mut self,
+        ep: &Endpoint,
+        am_id: u16,
+        header: &[u8],
+        data: *const u8,
+        len: usize,
+        timeout: Duration,
+    ) -> Result<(u64, Request)> {
+        self.next_id += 1;
+        let request_id = self.next_id;
+        let frame = Frame {
+            kind: Kind::Request,
+            request_id,
+        };
+        // SAFETY: forwarded from the caller.
+        let send = unsafe { ep.am_send_raw(am_id, &frame.encode(header), data, len) }?;
+        self.pending.insert(
+            request_id,
+            Pending {
+                deadline: Instant::now() + timeout,
+                endpoint: ep.clone(),
+            },
+        );
+        Ok((request_id, send))
+    }
+
     /// Matches an arrived message to its request. `None` for a reply nobody waits for any more
     /// (it is dropped); an error for a message that is not a well-formed reply.
     pub fn on_message(&mut self, message: Incoming) -> Option<Result<Reply>> {

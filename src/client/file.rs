@@ -140,15 +140,17 @@ struct Piece {
     buf_offset: usize,
 }
 
-fn pieces(file: &File, offset: u64, len: usize, targets: usize) -> Vec<Piece> {
+fn pieces(file: &File, offset: u64, len: usize, targets: usize, piece_bytes: u64) -> Vec<Piece> {
     let chunk = file.inode.chunk_size;
+    let piece_max = piece_bytes.clamp(1, chunk);
     let mut out = Vec::with_capacity(len / chunk as usize + 2);
     let mut done = 0usize;
     while done < len {
         let at = offset + done as u64;
         let index = at / chunk;
         let offset_in_chunk = at % chunk;
-        let n = ((chunk - offset_in_chunk) as usize).min(len - done);
+        let to_boundary = piece_max - offset_in_chunk % piece_max;
+        let n = ((chunk - offset_in_chunk).min(to_boundary) as usize).min(len - done);
         out.push(Piece {
             target: placement::chunk_target(file.inode.file_id, index, targets),
             index,
@@ -275,7 +277,13 @@ impl Client {
         offset
             .checked_add(buf.len() as u64)
             .ok_or_else(|| Error::Invalid("write beyond the largest file size".into()))?;
-        let parts = pieces(file, offset, buf.len(), self.target_count());
+        let parts = pieces(
+            file,
+            offset,
+            buf.len(),
+            self.target_count(),
+            self.config.piece_bytes,
+        );
         self.transfer(Op::Write, file, &parts, buf.as_ptr().cast_mut(), buf.len())?;
         for p in &parts {
             file.dirty_targets.insert(p.target);
@@ -297,7 +305,13 @@ impl Client {
         let len = buf
             .len()
             .min((size - offset).min(usize::MAX as u64) as usize);
-        let parts = pieces(file, offset, len, self.target_count());
+        let parts = pieces(
+            file,
+            offset,
+            len,
+            self.target_count(),
+            self.config.piece_bytes,
+        );
         self.transfer(Op::Read, file, &parts, buf.as_mut_ptr(), len)?;
         Ok(len)
     }
@@ -328,13 +342,20 @@ impl Client {
                 wire.len = p.len as u64;
                 let mut out = Outgoing::simple(p.target, wire);
                 let at = buf.wrapping_add(p.buf_offset);
-                if p.len as u64 <= inline_max {
+                let message_path = c.config.data_path == super::DataPath::Message;
+                if p.len as u64 <= inline_max || (message_path && op == Op::Write) {
                     out.wire.flags |= proto::FLAG_INLINE;
-                    if op == Op::Write {
+                    if op == Op::Write && p.len as u64 <= inline_max {
                         // SAFETY: `at..at + p.len` lies inside the caller's buffer of `len`
                         // bytes, borrowed for the whole transfer.
                         out.payload = unsafe { std::slice::from_raw_parts(at, p.len) }.to_vec();
+                    } else if op == Op::Write {
+                        out.raw = Some((at.cast_const(), p.len));
                     }
+                    return Ok(out);
+                }
+                if message_path {
+                    out.wire.flags |= proto::FLAG_REPLY_DATA;
                     return Ok(out);
                 }
                 if region.is_none() {

@@ -18,11 +18,14 @@
 //!
 //! # Zero copy
 //!
-//! Pieces above the shard's inline threshold travel by RMA driven by the shard: the request
-//! carries the address of the caller's buffer and the packed key of its registration, which
-//! comes from a registration cache ([`crate::rdma::RegCache`]), so a buffer used again is not
-//! registered again. Smaller pieces travel inline in the messages.
-//!
+//! Pieces above the shard's inline threshold move without a copy, one of two ways
+//! ([`DataPath`]): by default with the messages themselves (the caller's buffer is the data
+//! of the write request; the read reply's data is received straight into the caller's buffer;
+//! UCX uses rendezvous, with RDMA where the transport has it); or by RMA driven by the shard,
+//! where the request carries the address of the caller's buffer and the packed key of its
+//! registration, taken from a registration cache ([`crate::rdma::RegCache`]) so a buffer used
+//! again is not registered again. Smaller pieces travel inline, copied.
+
 //! # Threads
 //!
 //! A client is not `Send`: it owns a UCX worker driven by the thread that made it.
@@ -45,6 +48,35 @@ use crate::registry::{Registry, TargetEntry};
 pub use error::{Error, Result};
 pub use file::{File, OpenFlags, Stat, StatFs};
 
+/// How data moves between clients and shards (both ways are zero-copy on the shard, which
+/// lands data in its slab slot and sends it from there).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DataPath {
+    /// Data travels with the messages: writes send the caller's buffer with the request and
+    /// reads get it with the reply, by rendezvous above the transport's eager size (UCX pulls
+    /// it with RDMA where the transport has it, registering the caller's memory through its
+    /// own registration cache). The default: the fastest here over TCP and shared memory.
+    Message,
+    /// The shard drives RMA: requests carry the address of the caller's buffer and the key of
+    /// its registration from this client's [`RegCache`]; the shard gets write data from it and
+    /// puts read data into it.
+    Rma,
+}
+
+impl std::str::FromStr for DataPath {
+    type Err = String;
+
+    fn from_str(s: &str) -> std::result::Result<DataPath, String> {
+        match s {
+            "message" => Ok(DataPath::Message),
+            "rma" => Ok(DataPath::Rma),
+            other => Err(format!(
+                "data path {other:?} is neither \"message\" nor \"rma\""
+            )),
+        }
+    }
+}
+
 /// Settings of a client.
 #[derive(Debug, Clone)]
 pub struct ClientConfig {
@@ -60,6 +92,12 @@ pub struct ClientConfig {
     pub chunk_size_bytes: u64,
     /// Requests kept in flight at once by one operation.
     pub window: usize,
+    /// Largest piece of a transfer sent as one request (transfers are also cut at chunk
+    /// boundaries); several pieces of one transfer are in flight together, so disk and network
+    /// work of one large transfer overlap. Default 1 MiB.
+    pub piece_bytes: u64,
+    /// How data moves (see [`DataPath`]).
+    pub data_path: DataPath,
     /// Bytes the registration cache keeps registered at most.
     pub regcache_bytes: usize,
     /// UCX settings of the client's context.
@@ -76,12 +114,15 @@ impl ClientConfig {
             request_timeout: Duration::from_secs(30),
             chunk_size_bytes: 0,
             window: 32,
+            piece_bytes: 1 << 20,
+            data_path: DataPath::Message,
             regcache_bytes: 1 << 30,
             ucx_settings: Vec::new(),
         }
     }
 
-    /// Defaults overridden by `BENCHFS_SERVERS_EXPECTED` and `BENCHFS_TIMEOUT_MS`.
+    /// Defaults overridden by `BENCHFS_SERVERS_EXPECTED`, `BENCHFS_TIMEOUT_MS`,
+    /// `BENCHFS_PIECE_BYTES` and `BENCHFS_DATA_PATH` (`message` or `rma`).
     pub fn from_env(registry_dir: impl Into<PathBuf>) -> Result<ClientConfig> {
         let mut config = ClientConfig::new(registry_dir);
         let number = |name: &str| -> Result<Option<u64>> {
@@ -99,6 +140,12 @@ impl ClientConfig {
         }
         if let Some(ms) = number("BENCHFS_TIMEOUT_MS")? {
             config.request_timeout = Duration::from_millis(ms.max(1));
+        }
+        if let Some(bytes) = number("BENCHFS_PIECE_BYTES")? {
+            config.piece_bytes = bytes.max(4096);
+        }
+        if let Ok(path) = std::env::var("BENCHFS_DATA_PATH") {
+            config.data_path = path.parse().map_err(Error::Invalid)?;
         }
         Ok(config)
     }
@@ -118,6 +165,9 @@ pub(crate) struct Outgoing {
     pub path: Vec<u8>,
     pub rkey: Vec<u8>,
     pub payload: Vec<u8>,
+    /// Data sent from the caller's memory without a copy: address and length, valid for the
+    /// whole batch (the caller's buffer is borrowed by the operation).
+    pub raw: Option<(*const u8, usize)>,
 }
 
 /// A client of one cluster. Field order is drop order: connections and cached registrations
@@ -306,23 +356,36 @@ impl Client {
         Ok((self.wire(target, op, conn_id), inline_max))
     }
 
-    fn send(&mut self, out: &Outgoing) -> Result<u64> {
+    /// Sends `out`; returns its request id and, for data sent from caller memory, the send
+    /// to keep until the reply.
+    fn send(&mut self, out: &Outgoing) -> Result<(u64, Option<crate::rdma::Request>)> {
         let conn = self.conns[out.target].as_ref().expect("prepared");
         let header = proto::encode_request(out.wire, &out.path, &out.rkey);
         let timeout = self.config.request_timeout;
-        self.calls
-            .call(
-                &conn.ep,
-                proto::AM_REQUEST,
-                &header,
-                out.payload.clone(),
-                timeout,
-            )
-            .map_err(|source| Error::Transport {
-                op: "send",
-                target: self.describe(out.target),
-                source,
-            })
+        let sent = match out.raw {
+            // SAFETY: `raw` lies in the buffer the current operation borrows; the batch keeps
+            // the send until its reply and drops (cancels) it before returning.
+            Some((data, len)) => unsafe {
+                self.calls
+                    .call_raw(&conn.ep, proto::AM_REQUEST, &header, data, len, timeout)
+                    .map(|(id, send)| (id, Some(send)))
+            },
+            None => self
+                .calls
+                .call(
+                    &conn.ep,
+                    proto::AM_REQUEST,
+                    &header,
+                    out.payload.clone(),
+                    timeout,
+                )
+                .map(|id| (id, None)),
+        };
+        sent.map_err(|source| Error::Transport {
+            op: "send",
+            target: self.describe(out.target),
+            source,
+        })
     }
 
     /// Progresses until the reply to `id` arrives or fails.
@@ -399,7 +462,14 @@ impl Client {
                 d.saturating_duration_since(Instant::now())
             });
         self.worker
-            .wait_for_event(until.min(Duration::from_millis(10)))
+            .wait_for_event(
+                until.min(Duration::from_micros(
+                    std::env::var("CSLEEP")
+                        .ok()
+                        .and_then(|v| v.parse().ok())
+                        .unwrap_or(10000),
+                )),
+            )
             .map_err(Error::Local)
     }
 
@@ -418,7 +488,9 @@ impl Client {
         let deadline = Instant::now() + self.config.request_timeout;
         let mut todo: std::collections::VecDeque<(usize, Instant)> =
             (0..count).map(|i| (i, Instant::now())).collect();
-        let mut inflight: HashMap<u64, (usize, usize, u32)> = HashMap::new();
+        // Request id -> (index, target, send kept until the reply).
+        let mut inflight: HashMap<u64, (usize, usize, Option<crate::rdma::Request>)> =
+            HashMap::new();
         let mut attempts = vec![0u32; count];
         let mut first_error: Option<Error> = None;
         let mut idle = 0;
@@ -432,8 +504,8 @@ impl Client {
                 }
                 todo.pop_front();
                 match make(self, i).and_then(|out| Ok((out.target, self.send(&out)?))) {
-                    Ok((target, id)) => {
-                        inflight.insert(id, (i, target, attempts[i]));
+                    Ok((target, (id, send))) => {
+                        inflight.insert(id, (i, target, send));
                     }
                     Err(e) => first_error = Some(e),
                 }
@@ -566,6 +638,7 @@ impl Outgoing {
             path: Vec::new(),
             rkey: Vec::new(),
             payload: Vec::new(),
+            raw: None,
         }
     }
 }

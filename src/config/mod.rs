@@ -97,6 +97,9 @@ pub const CLIENT_ENV_VARS: &[&str] = &[
     "BENCHFS_SERVERS_EXPECTED",
     "BENCHFS_TIMEOUT_MS",
     "BENCHFS_LOG",
+    "BENCHFS_DATA_PATH",
+    "BENCHFS_PIECE_BYTES",
+    "BENCHFS_LOCAL_DIR",
 ];
 /// Prefix of variables reserved for tests; the daemon ignores them.
 pub const TEST_ENV_PREFIX: &str = "BENCHFS_TEST_";

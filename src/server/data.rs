@@ -1,19 +1,24 @@
 //! The data path of a shard: write and read requests as small state machines over a slab slot.
 //!
 //! ```text
-//! write, RMA:     wait for slot -> get from the client's buffer into the slot -> WRITE_FIXED
-//!                 -> reply
-//! write, inline:  wait for slot -> payload into the slot (copy, or rendezvous receive)
-//!                 -> WRITE_FIXED -> reply
-//! read, RMA:      wait for slot -> READ_FIXED -> put into the client's buffer -> flush -> reply
-//! read, inline:   wait for slot -> READ_FIXED -> reply carrying a copy of the data
+//! write, message:  wait for slot -> payload into the slot (rendezvous receive, or a copy of
+//!                  an eager payload) -> WRITE_FIXED -> reply
+//! write, RMA:      wait for slot -> get from the client's buffer into the slot -> WRITE_FIXED
+//!                  -> reply
+//! read, message:   wait for slot -> READ_FIXED -> reply carrying the data from the slot
+//!                  (rendezvous: the client pulls it straight into its buffer)
+//! read, RMA:       wait for slot -> READ_FIXED -> put into the client's buffer -> flush -> reply
+//! read, inline:    wait for slot -> READ_FIXED -> reply carrying a copy of the data
 //! ```
 //!
 //! The slot is the landing zone of the network transfer and the buffer of the disk transfer
 //! at once: data lands at the position the chunk store expects ([`ChunkStore::data_offset`]),
-//! so aligned RMA requests make no CPU copy on the shard. The flush before a read's reply makes
-//! the put visible in the client's memory before the client learns it is done (UCX does not
-//! order RMA against active messages).
+//! and the whole slab is registered with UCX, so rendezvous and RMA requests make no CPU copy
+//! on the shard. The flush before an RMA read's reply makes the put visible in the client's
+//! memory before the client learns it is done (UCX does not order RMA against active
+//! messages). Which path a request takes is the client's choice (its flags); the message path
+//! is the default because UCX's rendezvous protocols were the faster ones when measured over
+//! TCP and shared memory.
 //!
 //! A task owns its slot, its remote key and its UCX requests until the last of them
 //! completes; only then is the slot released and the reply sent.
@@ -21,6 +26,7 @@
 use std::time::Instant;
 
 use crate::proto::{self, Op, WireReply, WireRequest};
+use crate::rdma::rpc::{Frame, Kind};
 use crate::rdma::{Endpoint, RemoteKey, Request};
 use crate::storage::{ChunkKey, ChunkStore, Completion, Outcome, Slot};
 
@@ -34,6 +40,8 @@ enum Stage {
     Disk,
     /// Put into the client's buffer and the flush after it.
     Sending(Request, Request),
+    /// The reply carrying the data from the slot.
+    Replying(Request),
 }
 
 /// A request being served.
@@ -123,15 +131,24 @@ fn validate(w: &Waiting, chunk_size: usize, eager: usize) -> Result<(), Failure>
     let inline = wire.flags & proto::FLAG_INLINE != 0;
     let is_write = wire.op == Op::Write as u16;
     if inline {
-        if wire.len > eager as u64 {
+        // Writes of any size may carry their data (UCX sends it eagerly or by rendezvous);
+        // an inline read is answered with a copy, so it is bounded by the threshold.
+        if !is_write && wire.len > eager as u64 {
             return Err(Failure::new(
                 libc::EINVAL,
-                "inline payload above the threshold",
+                "inline read above the threshold",
             ));
         }
         let data_len = if is_write { wire.len as usize } else { 0 };
         if w.message.data_len() != data_len {
             return Err(Failure::new(libc::EINVAL, "payload length does not match"));
+        }
+    } else if wire.flags & proto::FLAG_REPLY_DATA != 0 {
+        if is_write || wire.addr != 0 || !w.rkey.is_empty() || w.message.data_len() != 0 {
+            return Err(Failure::new(
+                libc::EINVAL,
+                "reply-data flag on a malformed read",
+            ));
         }
     } else if wire.addr == 0 || w.rkey.is_empty() || w.message.data_len() != 0 {
         return Err(Failure::new(
@@ -296,7 +313,11 @@ impl Shard {
                     .data_addr(slot.index())
                     .wrapping_add(data_offset);
                 task.slot = Some(slot);
-                self.start_put(c.tag, local, len);
+                if task.wire.flags & proto::FLAG_REPLY_DATA != 0 {
+                    self.start_data_reply(c.tag, local, len);
+                } else {
+                    self.start_put(c.tag, local, len);
+                }
             }
             (
                 Outcome::Read {
@@ -322,6 +343,34 @@ impl Shard {
                     self.store.release_slot(s);
                 }
                 self.finish(c.tag, Ok(0));
+            }
+        }
+    }
+
+    /// Sends the reply with the `len` bytes at `local` (in the task's slot) as its data.
+    fn start_data_reply(&mut self, tag: u64, local: *mut u8, len: usize) {
+        let task = self.tasks.get_mut(tag).expect("live task");
+        let reply = WireReply {
+            value: len as u64,
+            aux: task.chunk_len,
+            ..WireReply::default()
+        };
+        let frame = Frame {
+            kind: Kind::Reply,
+            request_id: task.request_id,
+        };
+        let header = frame.encode(bytemuck::bytes_of(&reply));
+        // SAFETY: the slot holds the `len` bytes just read at `local`, registered with UCX
+        // (the whole slab is); the task keeps the slot until the send completes.
+        let sent = unsafe { task.ep.am_send_raw(proto::AM_REPLY, &header, local, len) };
+        match sent {
+            Ok(request) => task.stage = Stage::Replying(request),
+            Err(e) => {
+                let slot = task.slot.take();
+                if let Some(s) = slot {
+                    self.store.release_slot(s);
+                }
+                self.finish(tag, Err(Failure::rdma(e)));
             }
         }
     }
@@ -366,11 +415,16 @@ impl Shard {
                         put.cancel();
                         flush.cancel();
                     }
+                    Stage::Replying(r) => r.cancel(),
                 }
             }
             let result = match &task.stage {
                 Stage::Disk => continue,
                 Stage::Fetching(r) => match r.result() {
+                    None => continue,
+                    Some(res) => res.map(|_| ()),
+                },
+                Stage::Replying(r) => match r.result() {
                     None => continue,
                     Some(res) => res.map(|_| ()),
                 },
@@ -388,8 +442,19 @@ impl Shard {
     fn transfer_done(&mut self, tag: u64, result: crate::rdma::Result<()>) {
         let task = self.tasks.get_mut(tag).expect("live task");
         let fetching = matches!(task.stage, Stage::Fetching(_));
+        let replied = matches!(task.stage, Stage::Replying(_));
         task.stage = Stage::Disk;
         let slot = task.slot.take().expect("a transfer holds its slot");
+        if replied {
+            // The reply is out (or its send failed, and the client's deadline reports it).
+            self.store.release_slot(slot);
+            if let Err(e) = result {
+                log::debug!("data reply {} failed: {e}", task.request_id);
+                self.stats.errors += 1;
+            }
+            self.tasks.remove(tag);
+            return;
+        }
         match result {
             Ok(()) if fetching => {
                 let (key, offset, len) = span(&task.wire);

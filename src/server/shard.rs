@@ -98,7 +98,7 @@ pub struct ShardSummary {
 }
 
 const SPIN_TURNS: u32 = 64;
-const SLEEP_MAX: Duration = Duration::from_millis(100);
+const SLEEP_MAX: Duration = Duration::from_millis(1);
 const SWEEP_EVERY: Duration = Duration::from_millis(200);
 
 pub(super) struct Conn {

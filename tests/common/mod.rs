@@ -207,7 +207,19 @@ impl Cluster {
 
     /// Runs `benchfs-load` and fails the test with its output unless it succeeded.
     pub fn load_ok(&self, args: &[&str]) -> String {
-        let out = self.load(args);
+        self.load_ok_env(args, &[])
+    }
+
+    /// [`Cluster::load_ok`] with extra environment variables for the clients.
+    pub fn load_ok_env(&self, args: &[&str], env: &[(&str, &str)]) -> String {
+        let out = Command::new(env!("CARGO_BIN_EXE_benchfs-load"))
+            .arg("--registry")
+            .arg(self.registry())
+            .args(args)
+            .envs(self.options.transport.env())
+            .envs(env.iter().copied())
+            .output()
+            .expect("run benchfs-load");
         let text = format!(
             "{}{}",
             String::from_utf8_lossy(&out.stdout),
