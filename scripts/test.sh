@@ -27,6 +27,11 @@ RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --quiet
 step "benchmarks in test mode"
 cargo test --workspace --benches --quiet
 
+# The README's run command, small: a local cluster started, loaded from 4 processes with
+# verification, and stopped cleanly.
+step "local demo (scripts/run_local.sh, small sizes)"
+BENCHFS_BLOCK=8m BENCHFS_FILES=100 "$root/scripts/run_local.sh"
+
 step "cargo test"
 log="$(mktemp)"
 trap 'rm -f "$log"' EXIT
