@@ -60,6 +60,29 @@ pub enum Op {
     Stats = 11,
     /// Stop the server process gracefully.
     Shutdown = 12,
+    /// Add the entry of `path` (kind in `mode`: 4 directory, 8 file) to its parent directory,
+    /// indexed on this target; an existing entry is reported (`REPLY_EXISTED`, its kind in
+    /// `value`) and left alone.
+    AddEntry = 13,
+    /// Remove the entry of `path` from its parent; reply `value` is its kind.
+    RemoveEntry = 14,
+    /// Create the inode of directory `path`.
+    Mkdir = 15,
+    /// Remove the inode of the empty directory `path`.
+    Rmdir = 16,
+    /// List directory `path` after the name in the data (empty: from the start); reply data
+    /// is a list of entries (see [`decode_entries`]), `REPLY_MORE` when more follow.
+    Readdir = 17,
+    /// Store the [`WireInode`] in the data at `path`, replacing (rename); the replaced inode
+    /// comes back with `REPLY_EXISTED`.
+    PutInode = 18,
+    /// Remove the inode at `path` if it is still `file_id` (rename).
+    DeleteInode = 19,
+    /// Set the size of file `path` to `offset`; the reply has the inode before.
+    Truncate = 20,
+    /// Drop data of `file_id` on this target from byte `offset` of chunk `chunk_index` on:
+    /// that chunk is cut to `offset` bytes, later chunks are removed.
+    TruncateChunks = 21,
 }
 
 impl Op {
@@ -78,6 +101,15 @@ impl Op {
             10 => RemoveChunks,
             11 => Stats,
             12 => Shutdown,
+            13 => AddEntry,
+            14 => RemoveEntry,
+            15 => Mkdir,
+            16 => Rmdir,
+            17 => Readdir,
+            18 => PutInode,
+            19 => DeleteInode,
+            20 => Truncate,
+            21 => TruncateChunks,
             _ => return None,
         })
     }
@@ -96,6 +128,45 @@ const KNOWN_FLAGS: u16 = FLAG_EXCL | FLAG_SYNC | FLAG_INLINE | FLAG_REPLY_DATA;
 
 /// Reply flag: the file existed before this create.
 pub const REPLY_EXISTED: u32 = 1;
+/// Reply flag (readdir): more entries follow.
+pub const REPLY_MORE: u32 = 2;
+
+/// Longest name accepted in a readdir cursor.
+pub const NAME_MAX_BYTES: usize = crate::path::NAME_MAX_BYTES;
+
+/// Appends one directory entry to a readdir reply: kind, name length (u16), name.
+pub fn encode_entry(out: &mut Vec<u8>, kind: u8, name: &str) {
+    out.push(kind);
+    out.extend_from_slice(&(name.len() as u16).to_le_bytes());
+    out.extend_from_slice(name.as_bytes());
+}
+
+/// Decodes the entries of a readdir reply, checking every length.
+pub fn decode_entries(mut data: &[u8]) -> Result<Vec<(u8, String)>, ProtoError> {
+    let mut out = Vec::new();
+    while !data.is_empty() {
+        if data.len() < 3 {
+            return Err(ProtoError::Length {
+                got: data.len(),
+                want: 3,
+            });
+        }
+        let len = usize::from(u16::from_le_bytes([data[1], data[2]]));
+        if len == 0 || len > NAME_MAX_BYTES || data.len() < 3 + len {
+            return Err(ProtoError::TooLong {
+                what: "entry name",
+                len,
+            });
+        }
+        let name = std::str::from_utf8(&data[3..3 + len]).map_err(|_| ProtoError::TooLong {
+            what: "non-UTF-8 entry name",
+            len,
+        })?;
+        out.push((data[0], name.to_string()));
+        data = &data[3 + len..];
+    }
+    Ok(out)
+}
 
 /// The fixed part of every request header.
 #[derive(Debug, Clone, Copy, Pod, Zeroable, PartialEq, Eq)]

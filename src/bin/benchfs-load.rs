@@ -114,6 +114,11 @@ fn now_ns() -> u128 {
 
 /// Runs every phase in `procs` children and prints the results table.
 fn drive(args: &Args) -> Result<(), String> {
+    let mut client = connect(args)?;
+    client
+        .mkdir_all(&args.dir, 0o755)
+        .map_err(|e| format!("mkdir {}: {e}", args.dir))?;
+    drop(client);
     println!(
         "{:<8} {:<7} {:>6} {:>14} {:>12} {:>12}",
         "phase", "pattern", "procs", "bytes", "MiB/s", "ops/s"

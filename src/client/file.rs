@@ -164,20 +164,34 @@ fn pieces(file: &File, offset: u64, len: usize, targets: usize, piece_bytes: u64
 }
 
 impl Client {
-    fn meta_call(
+    pub(crate) fn meta_call(
         &mut self,
         op: Op,
         path: &str,
         edit: impl FnOnce(&mut proto::WireRequest),
     ) -> Result<(proto::WireReply, usize)> {
         let target = placement::inode_target(path, self.target_count());
+        self.meta_call_at(target, op, path, edit, Vec::new())
+            .map(|(reply, _)| (reply, target))
+    }
+
+    /// A metadata request about `path` to `target`, with `payload` as its data.
+    pub(crate) fn meta_call_at(
+        &mut self,
+        target: usize,
+        op: Op,
+        path: &str,
+        edit: impl FnOnce(&mut proto::WireRequest),
+        payload: Vec<u8>,
+    ) -> Result<(proto::WireReply, crate::rdma::rpc::Reply)> {
         let (mut wire, _) = self.prepare(target, op)?;
         edit(&mut wire);
         let mut out = Outgoing::simple(target, wire);
         out.path = path.as_bytes().to_vec();
+        out.payload = payload;
         let name = op_name(op);
         match self.call_one(name, out) {
-            Ok((reply, _)) => Ok((reply, target)),
+            Ok(answer) => Ok(answer),
             Err(Error::Remote { errno, target, .. }) => Err(Error::Remote {
                 op: name,
                 what: path.to_string(),
@@ -188,10 +202,18 @@ impl Client {
         }
     }
 
-    /// Opens `path` (creating it with `mode` if `flags.create`).
+    /// Opens `path` (creating it with `mode` if `flags.create`; its parent directory must
+    /// exist). Directories cannot be opened as files (`EISDIR`).
     pub fn open(&mut self, path: &str, flags: OpenFlags, mode: u32) -> Result<File> {
         let path = crate::path::normalize(path)?;
         let inode = if flags.create {
+            let existed = self.add_entry(&path, crate::server::dirs::DT_REG)?;
+            if existed == Some(crate::server::dirs::DT_DIR) {
+                return Err(self.local_error("open", &path, libc::EISDIR));
+            }
+            if existed.is_some() && flags.exclusive {
+                return Err(self.local_error("create", &path, libc::EEXIST));
+            }
             let chunk = self.config.chunk_size_bytes;
             let (reply, _) = self.meta_call(Op::Create, &path, |w| {
                 w.mode = mode;
@@ -204,6 +226,9 @@ impl Client {
         } else {
             self.meta_call(Op::Lookup, &path, |_| {})?.0.inode
         };
+        if inode.mode & libc::S_IFMT == libc::S_IFDIR {
+            return Err(self.local_error("open", &path, libc::EISDIR));
+        }
         if inode.chunk_size == 0 {
             return Err(Error::Invalid(format!(
                 "{path}: inode without a chunk size"
@@ -404,6 +429,7 @@ impl Client {
     pub fn unlink(&mut self, path: &str) -> Result<()> {
         let path = crate::path::normalize(path)?;
         let inode = self.meta_call(Op::Unlink, &path, |_| {})?.0.inode;
+        self.remove_entry(&path)?;
         let targets = placement::chunk_targets(
             inode.file_id,
             inode.size,
@@ -468,7 +494,7 @@ fn receive_inline(
     request.wait(timeout).map(|_| ()).map_err(|e| e.to_string())
 }
 
-fn op_name(op: Op) -> &'static str {
+pub(crate) fn op_name(op: Op) -> &'static str {
     match op {
         Op::Create => "create",
         Op::Lookup => "open",
@@ -477,6 +503,13 @@ fn op_name(op: Op) -> &'static str {
         Op::Write => "write",
         Op::Read => "read",
         Op::Fsync => "fsync",
+        Op::AddEntry => "add entry",
+        Op::RemoveEntry => "remove entry",
+        Op::Mkdir => "mkdir",
+        Op::Rmdir => "rmdir",
+        Op::Readdir => "readdir",
+        Op::PutInode | Op::DeleteInode => "rename",
+        Op::Truncate | Op::TruncateChunks => "truncate",
         _ => "request",
     }
 }

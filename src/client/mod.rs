@@ -32,6 +32,7 @@
 
 mod error;
 mod file;
+mod namespace;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -47,6 +48,7 @@ use crate::registry::{Registry, TargetEntry};
 
 pub use error::{Error, Result};
 pub use file::{File, OpenFlags, Stat, StatFs};
+pub use namespace::{DirEntry, EntryKind};
 
 /// How data moves between clients and shards (both ways are zero-copy on the shard, which
 /// lands data in its slab slot and sends it from there).
@@ -184,6 +186,7 @@ pub struct Client {
     registry: Registry,
     secret: [u8; 16],
     config: ClientConfig,
+    requests_sent: u64,
 }
 
 impl std::fmt::Debug for Client {
@@ -227,6 +230,7 @@ impl Client {
             registry,
             secret,
             config,
+            requests_sent: 0,
         })
     }
 
@@ -362,6 +366,7 @@ impl Client {
         let conn = self.conns[out.target].as_ref().expect("prepared");
         let header = proto::encode_request(out.wire, &out.path, &out.rkey);
         let timeout = self.config.request_timeout;
+        self.requests_sent += 1;
         let sent = match out.raw {
             // SAFETY: `raw` lies in the buffer the current operation borrows; the batch keeps
             // the send until its reply and drops (cancels) it before returning.

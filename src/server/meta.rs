@@ -30,19 +30,19 @@ const SEQUENCE_BITS: u32 = 40;
 /// The inode store of one shard.
 #[derive(Debug)]
 pub struct MetaService {
-    log: MetaLog,
+    pub(super) log: MetaLog,
     id_prefix: u64,
     next_sequence: u64,
 }
 
-fn inode_key(path: &str) -> Vec<u8> {
+pub(super) fn inode_key(path: &str) -> Vec<u8> {
     let mut key = Vec::with_capacity(1 + path.len());
     key.push(b'i');
     key.extend_from_slice(path.as_bytes());
     key
 }
 
-fn decode_inode(bytes: &[u8]) -> Result<WireInode, Failure> {
+pub(super) fn decode_inode(bytes: &[u8]) -> Result<WireInode, Failure> {
     if bytes.len() != std::mem::size_of::<WireInode>() {
         return Err(Failure::new(libc::EIO, "damaged inode record"));
     }
@@ -80,10 +80,11 @@ impl MetaService {
         self.log.scan_prefix(b"i").count() as u64
     }
 
-    /// The inode of `path`.
+    /// The inode of `path` (the root directory exists from the start).
     pub fn lookup(&self, path: &str) -> Result<WireInode, Failure> {
         match self.log.get(&inode_key(path)) {
             Some(bytes) => decode_inode(bytes),
+            None if path == "/" => Ok(super::dirs::root_inode()),
             None => Err(Failure::new(libc::ENOENT, "no such file")),
         }
     }
@@ -97,10 +98,14 @@ impl MetaService {
         exclusive: bool,
     ) -> Result<(WireInode, bool), Failure> {
         if let Some(bytes) = self.log.get(&inode_key(path)) {
+            let existing = decode_inode(bytes)?;
+            if existing.mode & libc::S_IFMT == libc::S_IFDIR {
+                return Err(Failure::new(libc::EISDIR, "a directory has that name"));
+            }
             if exclusive {
                 return Err(Failure::new(libc::EEXIST, "file exists"));
             }
-            return Ok((decode_inode(bytes)?, true));
+            return Ok((existing, true));
         }
         if self.next_sequence >= 1 << SEQUENCE_BITS {
             return Err(Failure::new(
@@ -129,9 +134,26 @@ impl MetaService {
         Ok((inode, false))
     }
 
-    /// Removes the inode of `path` and returns it.
+    /// Takes the next file id and the batch update that records it.
+    pub(super) fn take_id(&mut self, batch: &mut Batch) -> Result<u64, Failure> {
+        if self.next_sequence >= 1 << SEQUENCE_BITS {
+            return Err(Failure::new(
+                libc::ENOSPC,
+                "file ids of this shard exhausted",
+            ));
+        }
+        let id = self.id_prefix | self.next_sequence;
+        self.next_sequence += 1;
+        batch.put(KEY_NEXT_ID, &self.next_sequence.to_le_bytes());
+        Ok(id)
+    }
+
+    /// Removes the inode of the file `path` and returns it.
     pub fn unlink(&mut self, path: &str) -> Result<WireInode, Failure> {
         let inode = self.lookup(path)?;
+        if inode.mode & libc::S_IFMT == libc::S_IFDIR {
+            return Err(Failure::new(libc::EISDIR, "unlink of a directory"));
+        }
         self.log
             .delete(&inode_key(path))
             .map_err(Failure::storage)?;

@@ -6,11 +6,13 @@
 //! only shared state is the [`Control`] block that asks every shard to stop. `benchfsd` and the
 //! embedded server of the C API are this same code.
 
+pub mod dirs;
 pub mod meta;
 pub mod process;
 pub mod shard;
 
 mod data;
+mod ns_ops;
 
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -466,6 +466,17 @@ impl Shard {
                 self.control.request_stop();
                 Ok(WireReply::zeroed())
             }
+            Op::AddEntry
+            | Op::RemoveEntry
+            | Op::Mkdir
+            | Op::Rmdir
+            | Op::Readdir
+            | Op::PutInode
+            | Op::DeleteInode
+            | Op::Truncate
+            | Op::TruncateChunks => {
+                return self.namespace(conn, request_id, request, &message);
+            }
             _ => self.metadata(request),
         };
         match result {

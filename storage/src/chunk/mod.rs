@@ -379,6 +379,17 @@ impl ChunkStore {
     /// Removes every chunk of `file_id`; returns how many files were removed. Fails with
     /// `EBUSY` while an operation on a chunk of the file is in flight.
     pub fn remove_file(&mut self, file_id: u64) -> Result<u64> {
+        self.remove_chunks_where(file_id, |_| true)
+    }
+
+    /// Removes the chunks of `file_id` with an index above `index` (truncation); returns how
+    /// many files were removed. Fails with `EBUSY` while an operation on a chunk of the file
+    /// is in flight.
+    pub fn remove_chunks_after(&mut self, file_id: u64, index: u64) -> Result<u64> {
+        self.remove_chunks_where(file_id, |i| i > index)
+    }
+
+    fn remove_chunks_where(&mut self, file_id: u64, keep_out: impl Fn(u64) -> bool) -> Result<u64> {
         if self.locks.file_busy(file_id) {
             return Err(Error::io(
                 "remove chunks",
@@ -388,7 +399,9 @@ impl ChunkStore {
         }
         let mut removed = 0;
         for key in self.files.chunks_of(file_id) {
-            removed += u64::from(self.files.remove(key)?);
+            if keep_out(key.index) {
+                removed += u64::from(self.files.remove(key)?);
+            }
         }
         Ok(removed)
     }
