@@ -14,8 +14,10 @@
 #              same bytes.
 #   BenchFS    a fresh cluster of 2 servers x 1 shard (--no-numa) with its data in DIR,
 #              driven by benchfs-load with 4 processes: file per process, 4 MiB transfers,
-#              BENCH_SIZE_MIB per process, write then read (--no-verify); then create, stat
-#              and unlink of BENCH_FILES empty files per process. The cluster is stopped
+#              BENCH_SIZE_MIB per process, write then read (--no-verify); then create, stat,
+#              rename (there and back, 2 per file) and unlink of BENCH_FILES empty files and
+#              mkdir of BENCH_FILES directories per process, and BENCH_LISTINGS (default
+#              200) listings per process of a directory of 1000 files. The cluster is stopped
 #              and its data removed after each repetition.
 #
 # O_DIRECT on both sides keeps the page cache out. The best run of each side is reported, so
@@ -23,9 +25,8 @@
 #
 #   RESULT name=seq-write benchfs=<MiB/s> reference=<fio MiB/s> unit=MiB/s ratio=<r>
 #   RESULT name=seq-read benchfs=<MiB/s> reference=<fio MiB/s> unit=MiB/s ratio=<r>
-#   RESULT name=create benchfs=<ops/s> unit=ops/s
-#   RESULT name=stat benchfs=<ops/s> unit=ops/s
-#   RESULT name=unlink benchfs=<ops/s> unit=ops/s
+#   RESULT name=create benchfs=<ops/s> unit=ops/s     (also stat, rename, unlink, mkdir)
+#   RESULT name=readdir-1000 benchfs=<listings/s> unit=ops/s
 #
 # Target: ratio >= 0.85 for seq-write and seq-read, the disk being the bottleneck.
 #
@@ -46,6 +47,7 @@ me="bench.sh"
 size_mib="${BENCH_SIZE_MIB:-1024}"
 iodepth="${BENCH_IODEPTH:-8}"
 files="${BENCH_FILES:-2000}"
+listings="${BENCH_LISTINGS:-200}"
 repeat="${BENCH_REPEAT:-3}"
 procs=4
 servers=2
@@ -59,7 +61,7 @@ die() {
     exit 1
 }
 
-for knob in size_mib iodepth files repeat; do
+for knob in size_mib iodepth files listings repeat; do
     case "${!knob}" in
         '' | *[!0-9]* | 0) die "a BENCH_ setting is not a positive integer: $knob='${!knob}'" ;;
     esac
@@ -232,7 +234,9 @@ need() {
     [ -n "$2" ] || die "no figure for $1"
 }
 
-ref_write="" ref_read="" fs_write="" fs_read="" fs_create="" fs_stat="" fs_unlink=""
+ref_write="" ref_read="" fs_write="" fs_read=""
+meta_phases="create stat rename unlink mkdir readdir"
+declare -A fs_meta=()
 for ((i = 1; i <= repeat; i++)); do
     say "run $i of $repeat: fio, $procs jobs x $size_mib MiB"
     mkdir -p "$work/fio"
@@ -250,7 +254,11 @@ for ((i = 1; i <= repeat; i++)); do
         --dir /seq --transfer 4m --block "${size_mib}m" --no-verify --phases write,read \
         >"$work/seq.out"
     "$bin/benchfs-load" --registry "$work/registry" --procs "$procs" --pattern shared \
-        --dir /meta --files "$files" --phases create,stat,unlink >"$work/meta.out"
+        --dir /meta --files "$files" --phases create,stat,rename,unlink,mkdir \
+        >"$work/meta.out"
+    # Listings of a directory of 1000 entries, BENCH_LISTINGS per process.
+    "$bin/benchfs-load" --registry "$work/registry" --procs "$procs" --dir /list \
+        --files "$listings" --listing-entries 1000 --phases readdir >>"$work/meta.out"
     stop_cluster
     for phase in write read; do
         figure="$(column "$phase" 5 "$work/seq.out")"
@@ -260,24 +268,22 @@ for ((i = 1; i <= repeat; i++)); do
             read) fs_read="$(best "$fs_read" "$figure")" ;;
         esac
     done
-    for phase in create stat unlink; do
+    for phase in $meta_phases; do
         figure="$(column "$phase" 6 "$work/meta.out")"
         need "BenchFS $phase" "$figure"
-        case "$phase" in
-            create) fs_create="$(best "$fs_create" "$figure")" ;;
-            stat) fs_stat="$(best "$fs_stat" "$figure")" ;;
-            unlink) fs_unlink="$(best "$fs_unlink" "$figure")" ;;
-        esac
+        fs_meta[$phase]="$(best "${fs_meta[$phase]:-}" "$figure")"
     done
 done
 
-awk -v bw="$fs_write" -v rw="$ref_write" -v br="$fs_read" -v rr="$ref_read" \
-    -v c="$fs_create" -v s="$fs_stat" -v u="$fs_unlink" 'BEGIN {
+awk -v bw="$fs_write" -v rw="$ref_write" -v br="$fs_read" -v rr="$ref_read" 'BEGIN {
     printf "RESULT name=seq-write benchfs=%.1f reference=%.1f unit=MiB/s ratio=%.2f\n",
         bw, rw, (rw > 0 ? bw / rw : 0)
     printf "RESULT name=seq-read benchfs=%.1f reference=%.1f unit=MiB/s ratio=%.2f\n",
         br, rr, (rr > 0 ? br / rr : 0)
-    printf "RESULT name=create benchfs=%.1f unit=ops/s\n", c
-    printf "RESULT name=stat benchfs=%.1f unit=ops/s\n", s
-    printf "RESULT name=unlink benchfs=%.1f unit=ops/s\n", u
 }'
+for phase in $meta_phases; do
+    name="$phase"
+    [ "$phase" = readdir ] && name=readdir-1000
+    awk -v n="$name" -v v="${fs_meta[$phase]}" \
+        'BEGIN { printf "RESULT name=%s benchfs=%.1f unit=ops/s\n", n, v }'
+done

@@ -11,8 +11,9 @@
 //!   record k of rank r is at `(k * procs + r) * transfer`.
 //!
 //! Reads are done by the next rank (r + 1), as IOR's `-C`, after checking that the size every
-//! reader sees is the full size. Metadata phases create, stat and unlink `--files` empty files
-//! per rank. The data is a pure function of (file, offset), so any misplaced byte is caught.
+//! reader sees is the full size. Metadata phases create, stat, rename (there and back) and
+//! unlink `--files` empty files per rank, make and remove `--files` directories per rank, or
+//! list a directory of `--listing-entries` files `--files` times per rank. The data is a pure function of (file, offset), so any misplaced byte is caught.
 
 use std::path::PathBuf;
 use std::process::{Command, ExitCode, Stdio};
@@ -35,7 +36,11 @@ enum Phase {
     Read,
     Create,
     Stat,
+    Rename,
     Unlink,
+    Mkdir,
+    Rmdir,
+    Readdir,
 }
 
 #[derive(Debug, Clone, Parser)]
@@ -65,9 +70,12 @@ struct Args {
     /// Bytes per rank (rounded down to whole transfers).
     #[arg(long, default_value = "64m", value_parser = size)]
     block: u64,
-    /// Empty files per rank for the metadata phases.
+    /// Empty files (or directories, or listings) per rank for the metadata phases.
     #[arg(long, default_value_t = 1000)]
     files: u64,
+    /// Entries of the directory the readdir phase lists.
+    #[arg(long, default_value_t = 1000)]
+    listing_entries: u64,
     /// Do not verify (and do not regenerate the data of every transfer: files then hold one
     /// transfer's bytes repeated, which a later verified read reports as wrong).
     #[arg(long)]
@@ -118,6 +126,9 @@ fn drive(args: &Args) -> Result<(), String> {
     client
         .mkdir_all(&args.dir, 0o755)
         .map_err(|e| format!("mkdir {}: {e}", args.dir))?;
+    if args.phases.contains(&Phase::Readdir) {
+        prepare_listing(args, &mut client)?;
+    }
     drop(client);
     println!(
         "{:<8} {:<7} {:>6} {:>14} {:>12} {:>12}",
@@ -212,7 +223,11 @@ fn phase_name(p: Phase) -> &'static str {
         Phase::Read => "read",
         Phase::Create => "create",
         Phase::Stat => "stat",
+        Phase::Rename => "rename",
         Phase::Unlink => "unlink",
+        Phase::Mkdir => "mkdir",
+        Phase::Rmdir => "rmdir",
+        Phase::Readdir => "readdir",
     }
 }
 
@@ -288,7 +303,8 @@ fn child(args: &Args, rank: u32, phase: Phase) -> Result<(), String> {
     let (bytes, ops) = match phase {
         Phase::Write => write_phase(args, &mut client, rank)?,
         Phase::Read => read_phase(args, &mut client, rank)?,
-        Phase::Create | Phase::Stat | Phase::Unlink => meta_phase(args, &mut client, rank, phase)?,
+        Phase::Readdir => readdir_phase(args, &mut client)?,
+        _ => meta_phase(args, &mut client, rank, phase)?,
     };
     let end_ns = start_ns + started.elapsed().as_nanos();
     println!("RESULT rank={rank} bytes={bytes} ops={ops} start_ns={start_ns} end_ns={end_ns}");
@@ -402,9 +418,47 @@ fn meta_phase(
                     )))
                 }
             }),
+            Phase::Rename => {
+                // There and back: two renames, so later phases find the names they expect.
+                let moved = format!("{path}.renamed");
+                client.rename(&path, &moved).and_then(|()| client.rename(&moved, &path))
+            }
+            Phase::Mkdir => client.mkdir(&format!("{}/dir.{rank}.{i}", args.dir), 0o755),
+            Phase::Rmdir => client.rmdir(&format!("{}/dir.{rank}.{i}", args.dir)),
             _ => client.unlink(&path),
         };
         result.map_err(|e| format!("{} {path}: {e}", phase_name(phase)))?;
+    }
+    let ops = if phase == Phase::Rename { 2 * args.files } else { args.files };
+    Ok((0, ops))
+}
+
+/// The directory the readdir phase lists, with `--listing-entries` files in it.
+fn listing_dir(args: &Args) -> String {
+    format!("{}/listing-{}", args.dir, args.listing_entries)
+}
+
+/// Creates the directory that the readdir phase lists (once, by the driver).
+fn prepare_listing(args: &Args, client: &mut Client) -> Result<(), String> {
+    let dir = listing_dir(args);
+    client.mkdir_all(&dir, 0o755).map_err(|e| format!("mkdir {dir}: {e}"))?;
+    let have = client.readdir(&dir).map_err(|e| format!("readdir {dir}: {e}"))?.len() as u64;
+    for i in have..args.listing_entries {
+        let path = format!("{dir}/entry.{i:06}");
+        let file = client.create(&path, 0o644).map_err(|e| format!("create {path}: {e}"))?;
+        client.close(file).map_err(|e| e.to_string())?;
+    }
+    Ok(())
+}
+
+/// Lists the listing directory `--files` times, checking the count each time.
+fn readdir_phase(args: &Args, client: &mut Client) -> Result<(u64, u64), String> {
+    let dir = listing_dir(args);
+    for _ in 0..args.files {
+        let entries = client.readdir(&dir).map_err(|e| format!("readdir {dir}: {e}"))?;
+        if entries.len() as u64 != args.listing_entries {
+            return Err(format!("{dir}: {} entries, expected {}", entries.len(), args.listing_entries));
+        }
     }
     Ok((0, args.files))
 }

@@ -60,6 +60,19 @@ impl Client {
         }
     }
 
+    /// The data of a reply, received now if the transport sent it by rendezvous.
+    pub(crate) fn reply_data(&mut self, message: crate::rdma::Incoming) -> Result<Vec<u8>> {
+        if let Some(data) = message.data() {
+            return Ok(data.to_vec());
+        }
+        let mut buf = vec![0u8; message.data_len()];
+        // SAFETY: `buf` holds `data_len` bytes and is not touched until the receive completed
+        // (waited for here; on a timeout the request is cancelled before `buf` is dropped).
+        let request = unsafe { message.receive_into(buf.as_mut_ptr(), buf.len()) }?;
+        request.wait(self.config.request_timeout)?;
+        Ok(buf)
+    }
+
     /// Requests sent so far (each retry counts).
     pub fn requests_sent(&self) -> u64 {
         self.requests_sent
@@ -141,8 +154,8 @@ impl Client {
         let target = placement::inode_target(&path, self.target_count());
         let cursor = after.as_bytes().to_vec();
         let (reply, message) = self.meta_call_at(target, Op::Readdir, &path, |_| {}, cursor)?;
-        let data = message.message.data().unwrap_or(&[]);
-        let entries = proto::decode_entries(data)
+        let data = self.reply_data(message.message)?;
+        let entries = proto::decode_entries(&data)
             .map_err(|e| Error::Invalid(format!("readdir {path}: malformed reply: {e}")))?;
         let entries = entries
             .into_iter()
