@@ -207,22 +207,7 @@ impl Client {
     pub fn open(&mut self, path: &str, flags: OpenFlags, mode: u32) -> Result<File> {
         let path = crate::path::normalize(path)?;
         let inode = if flags.create {
-            let existed = self.add_entry(&path, crate::server::dirs::DT_REG)?;
-            if existed == Some(crate::server::dirs::DT_DIR) {
-                return Err(self.local_error("open", &path, libc::EISDIR));
-            }
-            if existed.is_some() && flags.exclusive {
-                return Err(self.local_error("create", &path, libc::EEXIST));
-            }
-            let chunk = self.config.chunk_size_bytes;
-            let (reply, _) = self.meta_call(Op::Create, &path, |w| {
-                w.mode = mode;
-                w.len = chunk;
-                if flags.exclusive {
-                    w.flags |= proto::FLAG_EXCL;
-                }
-            })?;
-            reply.inode
+            self.create_inode(&path, mode, flags.exclusive)?
         } else {
             self.meta_call(Op::Lookup, &path, |_| {})?.0.inode
         };
@@ -242,6 +227,69 @@ impl Client {
             wrote: false,
             dirty_targets: BTreeSet::new(),
         })
+    }
+
+    /// Adds the entry of `path` at its parent's target and creates its inode at its own
+    /// target, both requests in flight at once (a create costs one round trip). When the
+    /// entry cannot be added (no parent, parent not a directory), an inode the create made is
+    /// removed again.
+    fn create_inode(&mut self, path: &str, mode: u32, exclusive: bool) -> Result<WireInode> {
+        let Some(parent) = crate::client::namespace::parent_of(path) else {
+            return Err(self.local_error("open", path, libc::EISDIR));
+        };
+        let n = self.target_count();
+        let targets = [
+            placement::inode_target(parent, n),
+            placement::inode_target(path, n),
+        ];
+        let chunk = self.config.chunk_size_bytes;
+        let mut created: Option<proto::WireReply> = None;
+        let result = self.batch(
+            "create",
+            2,
+            |c, i| {
+                let op = if i == 0 { Op::AddEntry } else { Op::Create };
+                let (mut wire, _) = c.prepare(targets[i], op)?;
+                if i == 0 {
+                    wire.mode = u32::from(crate::server::dirs::DT_REG);
+                } else {
+                    wire.mode = mode;
+                    wire.len = chunk;
+                    if exclusive {
+                        wire.flags |= proto::FLAG_EXCL;
+                    }
+                }
+                let mut out = Outgoing::simple(targets[i], wire);
+                out.path = path.as_bytes().to_vec();
+                Ok(out)
+            },
+            |i, wire, _| {
+                if i == 1 {
+                    created = Some(wire);
+                }
+                Ok(())
+            },
+        );
+        match (result, created) {
+            (Ok(()), Some(reply)) => Ok(reply.inode),
+            (Err(e), created) => {
+                if let Some(reply) = created.filter(|r| r.flags & proto::REPLY_EXISTED == 0) {
+                    // Best effort: the inode has no entry; the error below is what matters.
+                    let _ =
+                        self.meta_call(Op::DeleteInode, path, |w| w.file_id = reply.inode.file_id);
+                }
+                Err(match e {
+                    Error::Remote { errno, target, .. } => Error::Remote {
+                        op: "create",
+                        what: path.to_string(),
+                        errno,
+                        target,
+                    },
+                    other => other,
+                })
+            }
+            (Ok(()), None) => Err(Error::Invalid(format!("create {path}: no reply"))),
+        }
     }
 
     /// Creates `path` if missing (an existing file is opened, never truncated), read-write.

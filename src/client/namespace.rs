@@ -36,7 +36,7 @@ pub struct DirEntry {
     pub kind: EntryKind,
 }
 
-fn parent_of(path: &str) -> Option<&str> {
+pub(crate) fn parent_of(path: &str) -> Option<&str> {
     match path.rfind('/') {
         _ if path == "/" => None,
         Some(0) => Some("/"),
