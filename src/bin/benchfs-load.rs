@@ -421,7 +421,9 @@ fn meta_phase(
             Phase::Rename => {
                 // There and back: two renames, so later phases find the names they expect.
                 let moved = format!("{path}.renamed");
-                client.rename(&path, &moved).and_then(|()| client.rename(&moved, &path))
+                client
+                    .rename(&path, &moved)
+                    .and_then(|()| client.rename(&moved, &path))
             }
             Phase::Mkdir => client.mkdir(&format!("{}/dir.{rank}.{i}", args.dir), 0o755),
             Phase::Rmdir => client.rmdir(&format!("{}/dir.{rank}.{i}", args.dir)),
@@ -429,7 +431,11 @@ fn meta_phase(
         };
         result.map_err(|e| format!("{} {path}: {e}", phase_name(phase)))?;
     }
-    let ops = if phase == Phase::Rename { 2 * args.files } else { args.files };
+    let ops = if phase == Phase::Rename {
+        2 * args.files
+    } else {
+        args.files
+    };
     Ok((0, ops))
 }
 
@@ -441,11 +447,18 @@ fn listing_dir(args: &Args) -> String {
 /// Creates the directory that the readdir phase lists (once, by the driver).
 fn prepare_listing(args: &Args, client: &mut Client) -> Result<(), String> {
     let dir = listing_dir(args);
-    client.mkdir_all(&dir, 0o755).map_err(|e| format!("mkdir {dir}: {e}"))?;
-    let have = client.readdir(&dir).map_err(|e| format!("readdir {dir}: {e}"))?.len() as u64;
+    client
+        .mkdir_all(&dir, 0o755)
+        .map_err(|e| format!("mkdir {dir}: {e}"))?;
+    let have = client
+        .readdir(&dir)
+        .map_err(|e| format!("readdir {dir}: {e}"))?
+        .len() as u64;
     for i in have..args.listing_entries {
         let path = format!("{dir}/entry.{i:06}");
-        let file = client.create(&path, 0o644).map_err(|e| format!("create {path}: {e}"))?;
+        let file = client
+            .create(&path, 0o644)
+            .map_err(|e| format!("create {path}: {e}"))?;
         client.close(file).map_err(|e| e.to_string())?;
     }
     Ok(())
@@ -455,9 +468,15 @@ fn prepare_listing(args: &Args, client: &mut Client) -> Result<(), String> {
 fn readdir_phase(args: &Args, client: &mut Client) -> Result<(u64, u64), String> {
     let dir = listing_dir(args);
     for _ in 0..args.files {
-        let entries = client.readdir(&dir).map_err(|e| format!("readdir {dir}: {e}"))?;
+        let entries = client
+            .readdir(&dir)
+            .map_err(|e| format!("readdir {dir}: {e}"))?;
         if entries.len() as u64 != args.listing_entries {
-            return Err(format!("{dir}: {} entries, expected {}", entries.len(), args.listing_entries));
+            return Err(format!(
+                "{dir}: {} entries, expected {}",
+                entries.len(),
+                args.listing_entries
+            ));
         }
     }
     Ok((0, args.files))
