@@ -2,7 +2,9 @@
 //!
 //! Keys of the log:
 //!
-//! - `i` + normalised path: the file's [`WireInode`] (56 bytes, little-endian);
+//! - `i` + normalised path: the file's or directory's [`WireInode`] (56 bytes, little-endian);
+//! - `e` + directory path + NUL + name: an entry of a directory placed on this shard (see
+//!   [`super::dirs`]);
 //! - `n`: the next file-id sequence number of this shard (8 bytes).
 //!
 //! A file id is `rank << 48 | shard << 40 | sequence`: unique cluster-wide without any
