@@ -327,16 +327,7 @@ impl Client {
     pub fn fsync(&mut self, file: &mut File) -> Result<()> {
         let targets: Vec<usize> = file.dirty_targets.iter().copied().collect();
         let id = file.inode.file_id;
-        self.batch(
-            "fsync",
-            targets.len(),
-            |c, i| {
-                let (mut wire, _) = c.prepare(targets[i], Op::Fsync)?;
-                wire.file_id = id;
-                Ok(Outgoing::simple(targets[i], wire))
-            },
-            |_, _, _| Ok(()),
-        )?;
+        self.to_targets("fsync", Op::Fsync, &targets, |w| w.file_id = id)?;
         self.publish_size(file, true)?;
         file.dirty_targets.clear();
         Ok(())
@@ -478,22 +469,7 @@ impl Client {
         let path = crate::path::normalize(path)?;
         let inode = self.meta_call(Op::Unlink, &path, |_| {})?.0.inode;
         self.remove_entry(&path)?;
-        let targets = placement::chunk_targets(
-            inode.file_id,
-            inode.size,
-            inode.chunk_size,
-            self.target_count(),
-        );
-        self.batch(
-            "remove chunks",
-            targets.len(),
-            |c, i| {
-                let (mut wire, _) = c.prepare(targets[i], Op::RemoveChunks)?;
-                wire.file_id = inode.file_id;
-                Ok(Outgoing::simple(targets[i], wire))
-            },
-            |_, _, _| Ok(()),
-        )
+        self.free_chunks(&inode)
     }
 
     /// Capacity and file count of the whole cluster. Shards of one server share its data

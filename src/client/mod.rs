@@ -180,7 +180,7 @@ pub struct Client {
     arrived: HashMap<u64, crate::rdma::Result<Reply>>,
     regcache: RegCache,
     worker: Worker,
-    context: Arc<Context>,
+    _context: Arc<Context>,
     address: Vec<u8>,
     targets: Vec<TargetEntry>,
     registry: Registry,
@@ -224,7 +224,7 @@ impl Client {
             arrived: HashMap::new(),
             regcache,
             worker,
-            context,
+            _context: context,
             address,
             targets,
             registry,
@@ -623,12 +623,25 @@ impl Client {
         let firsts: Vec<usize> = (0..self.targets.len())
             .filter(|&i| self.targets[i].shard == 0)
             .collect();
+        self.to_targets("shutdown", Op::Shutdown, &firsts, |_| {})
+    }
+
+    /// Sends request `op` (its fields set by `edit`) to each of `targets` at once and waits
+    /// for every answer.
+    pub(crate) fn to_targets(
+        &mut self,
+        name: &'static str,
+        op: Op,
+        targets: &[usize],
+        edit: impl Fn(&mut WireRequest),
+    ) -> Result<()> {
         self.batch(
-            "shutdown",
-            firsts.len(),
+            name,
+            targets.len(),
             |c, i| {
-                let (wire, _) = c.prepare(firsts[i], Op::Shutdown)?;
-                Ok(Outgoing::simple(firsts[i], wire))
+                let (mut wire, _) = c.prepare(targets[i], op)?;
+                edit(&mut wire);
+                Ok(Outgoing::simple(targets[i], wire))
             },
             |_, _, _| Ok(()),
         )
@@ -657,16 +670,7 @@ impl Drop for Client {
             .collect();
         let saved = self.config.request_timeout;
         self.config.request_timeout = Duration::from_millis(500);
-        let _ = self.batch(
-            "disconnect",
-            connected.len(),
-            |c, i| {
-                let (wire, _) = c.prepare(connected[i], Op::Disconnect)?;
-                Ok(Outgoing::simple(connected[i], wire))
-            },
-            |_, _, _| Ok(()),
-        );
+        let _ = self.to_targets("disconnect", Op::Disconnect, &connected, |_| {});
         self.config.request_timeout = saved;
-        let _ = &self.context;
     }
 }

@@ -222,18 +222,11 @@ impl Client {
             .collect();
         targets.sort_unstable();
         targets.dedup();
-        self.batch(
-            "truncate",
-            targets.len(),
-            |c, i| {
-                let (mut wire, _) = c.prepare(targets[i], Op::TruncateChunks)?;
-                wire.file_id = before.file_id;
-                wire.chunk_index = first;
-                wire.offset = cut;
-                Ok(super::Outgoing::simple(targets[i], wire))
-            },
-            |_, _, _| Ok(()),
-        )
+        self.to_targets("truncate", Op::TruncateChunks, &targets, |w| {
+            w.file_id = before.file_id;
+            w.chunk_index = first;
+            w.offset = cut;
+        })
     }
 
     /// Renames `from` to `to`, replacing a file (or an empty directory, for a directory) of
@@ -290,16 +283,9 @@ impl Client {
             self.target_count(),
         );
         let id = inode.file_id;
-        self.batch(
-            "remove chunks",
-            targets.len(),
-            |c, i| {
-                let (mut wire, _) = c.prepare(targets[i], Op::RemoveChunks)?;
-                wire.file_id = id;
-                Ok(super::Outgoing::simple(targets[i], wire))
-            },
-            |_, _, _| Ok(()),
-        )
+        self.to_targets("remove chunks", Op::RemoveChunks, &targets, |w| {
+            w.file_id = id
+        })
     }
 
     /// Moves directory `from` with its subtree to `to` (which may be an empty directory).
