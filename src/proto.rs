@@ -64,7 +64,8 @@ pub enum Op {
     /// indexed on this target; an existing entry is reported (`REPLY_EXISTED`, its kind in
     /// `value`) and left alone.
     AddEntry = 13,
-    /// Remove the entry of `path` from its parent; reply `value` is its kind.
+    /// Remove the entry of `path` from its parent, only if of the kind in `mode` (any kind
+    /// for 0); reply `value` is its kind.
     RemoveEntry = 14,
     /// Create the inode of directory `path`.
     Mkdir = 15,

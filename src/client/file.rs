@@ -171,8 +171,10 @@ impl Client {
         edit: impl FnOnce(&mut proto::WireRequest),
     ) -> Result<(proto::WireReply, usize)> {
         let target = placement::inode_target(path, self.target_count());
-        self.meta_call_at(target, op, path, edit, Vec::new())
-            .map(|(reply, _)| (reply, target))
+        match self.meta_call_at(target, op, path, edit, Vec::new()) {
+            Ok((reply, _)) => Ok((reply, target)),
+            Err(e) => Err(self.explain_missing(path, e)),
+        }
     }
 
     /// A metadata request about `path` to `target`, with `payload` as its data.
@@ -243,7 +245,7 @@ impl Client {
             placement::inode_target(path, n),
         ];
         let chunk = self.config.chunk_size_bytes;
-        let mut created: Option<proto::WireReply> = None;
+        let mut replies: [Option<proto::WireReply>; 2] = [None, None];
         let result = self.batch(
             "create",
             2,
@@ -264,32 +266,36 @@ impl Client {
                 Ok(out)
             },
             |i, wire, _| {
-                if i == 1 {
-                    created = Some(wire);
-                }
+                replies[i] = Some(wire);
                 Ok(())
             },
         );
-        match (result, created) {
-            (Ok(()), Some(reply)) => Ok(reply.inode),
-            (Err(e), created) => {
-                if let Some(reply) = created.filter(|r| r.flags & proto::REPLY_EXISTED == 0) {
-                    // Best effort: the inode has no entry; the error below is what matters.
-                    let _ =
-                        self.meta_call(Op::DeleteInode, path, |w| w.file_id = reply.inode.file_id);
-                }
-                Err(match e {
-                    Error::Remote { errno, target, .. } => Error::Remote {
-                        op: "create",
-                        what: path.to_string(),
-                        errno,
-                        target,
-                    },
-                    other => other,
-                })
-            }
-            (Ok(()), None) => Err(Error::Invalid(format!("create {path}: no reply"))),
+        let [entry, inode] = replies;
+        let existed = |r: &proto::WireReply| r.flags & proto::REPLY_EXISTED != 0;
+        let entry_is_dir = entry
+            .as_ref()
+            .is_some_and(|r| existed(r) && r.value == u64::from(crate::server::dirs::DT_DIR));
+        if let (Ok(()), Some(inode), false) = (&result, &inode, entry_is_dir) {
+            return Ok(inode.inode);
         }
+        // Undo what this call made, so a failed create leaves nothing behind.
+        if let Some(r) = inode.filter(|r| !existed(r)) {
+            let _ = self.meta_call(Op::DeleteInode, path, |w| w.file_id = r.inode.file_id);
+        }
+        if entry.is_some_and(|r| !existed(&r)) {
+            let _ = self.remove_entry_of_kind(path, crate::server::dirs::DT_REG);
+        }
+        let error = match result {
+            Ok(()) => self.local_error("create", path, libc::EISDIR),
+            Err(Error::Remote { errno, target, .. }) => Error::Remote {
+                op: "create",
+                what: path.to_string(),
+                errno,
+                target,
+            },
+            Err(other) => other,
+        };
+        Err(self.explain_missing(path, error))
     }
 
     /// Creates `path` if missing (an existing file is opened, never truncated), read-write.
@@ -327,7 +333,7 @@ impl Client {
     pub fn fsync(&mut self, file: &mut File) -> Result<()> {
         let targets: Vec<usize> = file.dirty_targets.iter().copied().collect();
         let id = file.inode.file_id;
-        self.to_targets("fsync", Op::Fsync, &targets, |w| w.file_id = id)?;
+        self.send_to_targets("fsync", Op::Fsync, &targets, |w| w.file_id = id)?;
         self.publish_size(file, true)?;
         file.dirty_targets.clear();
         Ok(())

@@ -623,12 +623,12 @@ impl Client {
         let firsts: Vec<usize> = (0..self.targets.len())
             .filter(|&i| self.targets[i].shard == 0)
             .collect();
-        self.to_targets("shutdown", Op::Shutdown, &firsts, |_| {})
+        self.send_to_targets("shutdown", Op::Shutdown, &firsts, |_| {})
     }
 
     /// Sends request `op` (its fields set by `edit`) to each of `targets` at once and waits
     /// for every answer.
-    pub(crate) fn to_targets(
+    pub(crate) fn send_to_targets(
         &mut self,
         name: &'static str,
         op: Op,
@@ -670,7 +670,7 @@ impl Drop for Client {
             .collect();
         let saved = self.config.request_timeout;
         self.config.request_timeout = Duration::from_millis(500);
-        let _ = self.to_targets("disconnect", Op::Disconnect, &connected, |_| {});
+        let _ = self.send_to_targets("disconnect", Op::Disconnect, &connected, |_| {});
         self.config.request_timeout = saved;
     }
 }

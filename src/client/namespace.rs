@@ -45,6 +45,13 @@ pub(crate) fn parent_of(path: &str) -> Option<&str> {
     }
 }
 
+fn op_of(error: &Error) -> &'static str {
+    match error {
+        Error::Remote { op, .. } | Error::TimedOut { op, .. } | Error::Transport { op, .. } => op,
+        _ => "lookup",
+    }
+}
+
 fn is_dir(inode: &WireInode) -> bool {
     inode.mode & libc::S_IFMT == libc::S_IFDIR
 }
@@ -73,6 +80,25 @@ impl Client {
         Ok(buf)
     }
 
+    /// Turns `ENOENT` for `path` into `ENOTDIR` when the nearest existing ancestor is a file
+    /// (as POSIX says for a path that goes through a file). Costs requests only on failure.
+    pub(crate) fn explain_missing(&mut self, path: &str, error: Error) -> Error {
+        if error.errno() != libc::ENOENT {
+            return error;
+        }
+        let mut at = parent_of(path);
+        while let Some(ancestor) = at {
+            let target = placement::inode_target(ancestor, self.target_count());
+            match self.meta_call_at(target, Op::Lookup, ancestor, |_| {}, Vec::new()) {
+                Ok((reply, _)) if is_dir(&reply.inode) => return error,
+                Ok(_) => return self.local_error(op_of(&error), path, libc::ENOTDIR),
+                Err(e) if e.errno() == libc::ENOENT => at = parent_of(ancestor),
+                Err(_) => return error,
+            }
+        }
+        error
+    }
+
     /// Requests sent so far (each retry counts).
     pub fn requests_sent(&self) -> u64 {
         self.requests_sent
@@ -97,25 +123,44 @@ impl Client {
     /// Removes the entry of `path` from its parent (a missing entry is fine: the inode was
     /// the authority).
     pub(crate) fn remove_entry(&mut self, path: &str) -> Result<()> {
+        self.remove_entry_of_kind(path, 0)
+    }
+
+    /// Removes the entry of `path` if it is of `kind` (any kind for 0).
+    pub(crate) fn remove_entry_of_kind(&mut self, path: &str, kind: u8) -> Result<()> {
         let Some(parent) = parent_of(path) else {
             return Ok(());
         };
         let target = placement::inode_target(parent, self.target_count());
-        match self.meta_call_at(target, Op::RemoveEntry, path, |_| {}, Vec::new()) {
+        let set_kind = |w: &mut proto::WireRequest| w.mode = kind.into();
+        match self.meta_call_at(target, Op::RemoveEntry, path, set_kind, Vec::new()) {
             Err(e) if e.errno() == libc::ENOENT => Ok(()),
             other => other.map(|_| ()),
         }
     }
 
-    /// Creates directory `path`; its parent must exist.
+    /// Creates directory `path`; its parent must exist. The inode comes first, so a
+    /// directory is usable as soon as anyone is told it exists (a racing mkdir gets `EEXIST`
+    /// only once the inode is there); then its entry. An entry of a file under that name
+    /// without its inode (left by a create that lost the race for the name) is replaced.
     pub fn mkdir(&mut self, path: &str, mode: u32) -> Result<()> {
         let path = crate::path::normalize(path)?;
-        if self.add_entry(&path, DT_DIR)?.is_some() {
-            return Err(self.local_error("mkdir", &path, libc::EEXIST));
+        let inode = self.meta_call(Op::Mkdir, &path, |w| w.mode = mode)?.0.inode;
+        let mut added = self.add_entry(&path, DT_DIR);
+        if let Ok(Some(DT_REG)) = added {
+            self.remove_entry_of_kind(&path, DT_REG)?;
+            added = self.add_entry(&path, DT_DIR);
         }
-        match self.meta_call(Op::Mkdir, &path, |w| w.mode = mode) {
-            Err(e) if e.errno() == libc::EEXIST => Ok(()),
-            other => other.map(|_| ()),
+        match added {
+            Ok(None) | Ok(Some(DT_DIR)) => Ok(()),
+            failed => {
+                // No entry could be made (no parent, parent not a directory): undo the inode.
+                let _ = self.meta_call(Op::DeleteInode, &path, |w| w.file_id = inode.file_id);
+                let error = failed
+                    .err()
+                    .unwrap_or_else(|| self.local_error("mkdir", &path, libc::EEXIST));
+                Err(self.explain_missing(&path, error))
+            }
         }
     }
 
@@ -153,7 +198,10 @@ impl Client {
         let path = crate::path::normalize(path)?;
         let target = placement::inode_target(&path, self.target_count());
         let cursor = after.as_bytes().to_vec();
-        let (reply, message) = self.meta_call_at(target, Op::Readdir, &path, |_| {}, cursor)?;
+        let (reply, message) = match self.meta_call_at(target, Op::Readdir, &path, |_| {}, cursor) {
+            Ok(answer) => answer,
+            Err(e) => return Err(self.explain_missing(&path, e)),
+        };
         let data = self.reply_data(message.message)?;
         let entries = proto::decode_entries(&data)
             .map_err(|e| Error::Invalid(format!("readdir {path}: malformed reply: {e}")))?;
@@ -222,7 +270,7 @@ impl Client {
             .collect();
         targets.sort_unstable();
         targets.dedup();
-        self.to_targets("truncate", Op::TruncateChunks, &targets, |w| {
+        self.send_to_targets("truncate", Op::TruncateChunks, &targets, |w| {
             w.file_id = before.file_id;
             w.chunk_index = first;
             w.offset = cut;
@@ -283,7 +331,7 @@ impl Client {
             self.target_count(),
         );
         let id = inode.file_id;
-        self.to_targets("remove chunks", Op::RemoveChunks, &targets, |w| {
+        self.send_to_targets("remove chunks", Op::RemoveChunks, &targets, |w| {
             w.file_id = id
         })
     }

@@ -106,12 +106,14 @@ impl MetaService {
         Ok(None)
     }
 
-    /// Removes the entry of `path` from its parent (on this shard); returns its kind.
-    pub fn remove_entry(&mut self, path: &str) -> Result<u8, Failure> {
+    /// Removes the entry of `path` from its parent (on this shard) if it is of kind `only`
+    /// (any kind for 0); returns its kind.
+    pub fn remove_entry(&mut self, path: &str, only: u8) -> Result<u8, Failure> {
         let (dir, name) = split(path)?;
         let mut parent = self.directory(dir)?;
         let key = entry_key(dir, name);
-        let Some(kind) = self.log.get(&key).map(|v| v.first().copied().unwrap_or(0)) else {
+        let kind = self.log.get(&key).map(|v| v.first().copied().unwrap_or(0));
+        let Some(kind) = kind.filter(|&k| only == 0 || k == only) else {
             return Err(Failure::new(libc::ENOENT, "no such entry"));
         };
         let now = now_ns();
@@ -294,10 +296,14 @@ mod tests {
         assert_eq!(page[0].name, "b");
         assert_eq!(meta.rmdir("/d").unwrap_err().errno, libc::ENOTEMPTY);
         for name in ["a", "b", "c"] {
-            assert_eq!(meta.remove_entry(&format!("/d/{name}")).unwrap(), DT_REG);
+            assert_eq!(meta.remove_entry(&format!("/d/{name}"), 0).unwrap(), DT_REG);
         }
         meta.rmdir("/d").unwrap();
-        meta.remove_entry("/d").unwrap();
+        assert_eq!(
+            meta.remove_entry("/d", DT_REG).unwrap_err().errno,
+            libc::ENOENT
+        );
+        meta.remove_entry("/d", DT_DIR).unwrap();
         assert_eq!(meta.lookup("/").unwrap().nlink, 2);
         assert_eq!(meta.readdir("/d", "", 100).unwrap_err().errno, libc::ENOENT);
         let (f, _) = meta.create("/f", 0o644, 4096, false).unwrap();

@@ -51,7 +51,14 @@ impl Shard {
                     reply.value = u64::from(existing);
                 }
             }
-            Op::RemoveEntry => reply.value = u64::from(self.meta.remove_entry(path)?),
+            Op::RemoveEntry => {
+                let only = if wire.mode == 0 {
+                    0
+                } else {
+                    entry_kind(wire.mode)?
+                };
+                reply.value = u64::from(self.meta.remove_entry(path, only)?);
+            }
             Op::Mkdir => reply.inode = self.meta.mkdir(path, wire.mode)?,
             Op::Rmdir => reply.inode = self.meta.rmdir(path)?,
             Op::Readdir => return self.readdir(path, message),

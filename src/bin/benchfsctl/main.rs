@@ -1,14 +1,27 @@
-//! `benchfsctl`: wait for a BenchFS cluster, show its status, stop it.
+//! `benchfsctl`: the command-line tool of a BenchFS cluster.
 //!
-//! The registry directory comes from `--registry` or `BENCHFS_REGISTRY`.
+//! Cluster commands (`wait`, `status`, `shutdown`) and file commands in the manner of
+//! coreutils (`ls`, `stat`, `df`, `mkdir`, `rm`, `mv`), parallel copies in and out (`put`,
+//! `get`) and `find`, which also serves as IO500's external find script.
+//!
+//! The registry directory comes from `--registry` or `BENCHFS_REGISTRY`. A failed operation
+//! prints `benchfsctl: <op> <path>: <error>`; the command goes on with its other paths where
+//! coreutils would, and exits with status 1.
 
-use std::path::PathBuf;
+mod cluster;
+mod find;
+mod format;
+mod ls;
+mod namespace;
+mod transfer;
+
+use std::fmt::Display;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use benchfs::client::{Client, ClientConfig};
-use benchfs::registry::Registry;
-use clap::{Parser, Subcommand};
+use benchfs::client::{Client, ClientConfig, Error};
+use clap::{ArgAction, CommandFactory, Parser, Subcommand};
 
 #[derive(Debug, Parser)]
 #[command(name = "benchfsctl", version, about = "BenchFS cluster tool")]
@@ -39,18 +52,124 @@ enum Command {
         #[arg(long, default_value_t = 60)]
         timeout: u64,
     },
+    /// List directories (names sorted); a file is listed itself.
+    Ls {
+        /// Long format: type and mode, links, size, modification time, name.
+        #[arg(short = 'l')]
+        long: bool,
+        /// List subdirectories recursively.
+        #[arg(short = 'R')]
+        recursive: bool,
+        /// Paths to list (default: the root).
+        paths: Vec<String>,
+    },
+    /// Show the attributes of files and directories.
+    Stat {
+        /// Paths to show.
+        #[arg(required = true)]
+        paths: Vec<String>,
+    },
+    /// Show the capacity and the file count of the cluster.
+    #[command(disable_help_flag = true)]
+    Df {
+        /// Sizes in powers of 1024 (K, M, G, T) instead of bytes.
+        #[arg(short = 'h', long = "human-readable")]
+        human: bool,
+        /// Print help.
+        #[arg(long, action = ArgAction::Help)]
+        help: Option<bool>,
+    },
+    /// Make directories.
+    Mkdir {
+        /// Make missing parents too; existing directories are fine.
+        #[arg(short = 'p', long)]
+        parents: bool,
+        /// Directories to make.
+        #[arg(required = true)]
+        paths: Vec<String>,
+    },
+    /// Remove files (and directories with their contents, with -r).
+    Rm {
+        /// Remove directories and their contents.
+        #[arg(short = 'r', short_alias = 'R', long)]
+        recursive: bool,
+        /// Ignore missing paths.
+        #[arg(short = 'f', long)]
+        force: bool,
+        /// Paths to remove.
+        #[arg(required = true)]
+        paths: Vec<String>,
+    },
+    /// Rename SOURCE to DEST, or move sources into the directory DEST.
+    Mv {
+        /// Sources, then the destination.
+        #[arg(required = true, num_args = 2..)]
+        paths: Vec<String>,
+    },
+    /// Copy a local file into BenchFS (the remote parent directory must exist).
+    Put {
+        /// The local file.
+        local: PathBuf,
+        /// The BenchFS path (or an existing directory to copy into).
+        remote: String,
+        #[command(flatten)]
+        options: transfer::Options,
+    },
+    /// Copy a BenchFS file to a local file.
+    Get {
+        /// The BenchFS file.
+        remote: String,
+        /// The local path (or an existing directory to copy into).
+        local: PathBuf,
+        #[command(flatten)]
+        options: transfer::Options,
+    },
+    /// Walk directory trees and print the paths that pass every test, then
+    /// `MATCHED <hits>/<examined>`.
+    ///
+    /// Arguments: [PATH...] [-name GLOB] [-size [+|-]N(c|k|M)] [-newer FILE] [-type f|d].
+    /// Paths default to the root; each is tested itself, then everything under it.
+    ///
+    /// -name: the last component matches the shell pattern GLOB.
+    ///
+    /// -size: the size in bytes (c), KiB (k) or MiB (M), rounded up, is N, more (+) or
+    /// less (-).
+    ///
+    /// -newer: the modification time is strictly later than FILE's (as GNU find); FILE is
+    /// looked up in BenchFS first and, if it is not there, in the local file system (IO500
+    /// passes a local timestamp file).
+    ///
+    /// -type: a regular file (f) or a directory (d).
+    #[command(disable_help_flag = true)]
+    Find {
+        /// Paths, then tests (`--help` prints this text).
+        #[arg(allow_hyphen_values = true, trailing_var_arg = true, num_args = 0..)]
+        args: Vec<String>,
+    },
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Command::Find { args } = &cli.command {
+        if args.iter().any(|a| a == "--help") {
+            let mut command = Cli::command();
+            command.build();
+            let find = command
+                .find_subcommand_mut("find")
+                .expect("find is a command");
+            let _ = find.print_long_help();
+            return ExitCode::SUCCESS;
+        }
+    }
     let Some(registry) = cli.registry.clone() else {
         eprintln!("benchfsctl: give the registry directory with --registry or BENCHFS_REGISTRY");
         return ExitCode::from(2);
     };
     let result = match cli.command {
-        Command::Wait { timeout } => wait(&registry, cli.servers, timeout),
-        Command::Status => status(&registry, cli.servers),
-        Command::Shutdown { timeout } => shutdown(&registry, cli.servers, timeout),
+        Command::Wait { timeout } => cluster::wait(&registry, cli.servers, timeout),
+        Command::Status => cluster::status(&registry, cli.servers),
+        Command::Shutdown { timeout } => cluster::shutdown(&registry, cli.servers, timeout),
+        command => return file_command(&registry, cli.servers, command),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -61,101 +180,106 @@ fn main() -> ExitCode {
     }
 }
 
-fn wait(registry: &std::path::Path, servers: Option<u32>, timeout: u64) -> Result<(), String> {
-    let deadline = Instant::now() + Duration::from_secs(timeout);
-    let reg = open_registry(registry, deadline)?;
-    let targets = reg.wait(servers, deadline).map_err(|e| e.to_string())?;
-    let ranks = targets.iter().map(|t| t.rank).max().map_or(0, |r| r + 1);
-    println!("cluster up: {ranks} servers, {} targets", targets.len());
-    Ok(())
-}
-
-/// Opens the registry, waiting for it to be created until `deadline`.
-fn open_registry(dir: &std::path::Path, deadline: Instant) -> Result<Registry, String> {
-    loop {
-        match Registry::open_existing(dir) {
-            Ok(r) => return Ok(r),
-            Err(e) if Instant::now() >= deadline => return Err(e.to_string()),
-            Err(_) => std::thread::sleep(Duration::from_millis(20)),
+/// Runs one of the file commands on a fresh client.
+fn file_command(registry: &Path, servers: Option<u32>, command: Command) -> ExitCode {
+    let mut ctl = match Ctl::connect(registry, servers) {
+        Ok(ctl) => ctl,
+        Err(e) => {
+            eprintln!("benchfsctl: connect: {e}");
+            return ExitCode::FAILURE;
         }
+    };
+    match command {
+        Command::Ls {
+            long,
+            recursive,
+            paths,
+        } => ls::ls(&mut ctl, &paths, ls::Options { long, recursive }),
+        Command::Stat { paths } => ls::stat(&mut ctl, &paths),
+        Command::Df { human, .. } => ls::df(&mut ctl, human),
+        Command::Mkdir { parents, paths } => namespace::mkdir(&mut ctl, &paths, parents),
+        Command::Rm {
+            recursive,
+            force,
+            paths,
+        } => namespace::rm(&mut ctl, &paths, recursive, force),
+        Command::Mv { paths } => namespace::mv(&mut ctl, &paths),
+        Command::Put {
+            local,
+            remote,
+            options,
+        } => transfer::put(&mut ctl, &local, &remote, &options),
+        Command::Get {
+            remote,
+            local,
+            options,
+        } => transfer::get(&mut ctl, &remote, &local, &options),
+        Command::Find { args } => find::find(&mut ctl, &args),
+        Command::Wait { .. } | Command::Status | Command::Shutdown { .. } => {
+            unreachable!("cluster commands run without a file client")
+        }
+    }
+    if ctl.failed {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
     }
 }
 
-fn client(registry: &std::path::Path, servers: Option<u32>) -> Result<Client, String> {
+/// A client of the cluster and whether any operation failed.
+#[derive(Debug)]
+pub struct Ctl {
+    /// The client.
+    pub client: Client,
+    /// Its settings (workers of parallel copies connect their own clients with them).
+    pub config: ClientConfig,
+    failed: bool,
+}
+
+impl Ctl {
+    fn connect(registry: &Path, servers: Option<u32>) -> Result<Ctl, String> {
+        let config = client_config(registry, servers)?;
+        let client = Client::connect(config.clone()).map_err(|e| e.to_string())?;
+        Ok(Ctl {
+            client,
+            config,
+            failed: false,
+        })
+    }
+
+    /// Reports the failure of `op` on `path` and marks the command failed.
+    pub fn fail(&mut self, op: &str, path: impl Display, why: impl Display) {
+        eprintln!("benchfsctl: {op} {path}: {why}");
+        self.failed = true;
+    }
+}
+
+/// The client settings of the tool: the environment's, a short connect timeout.
+pub fn client_config(registry: &Path, servers: Option<u32>) -> Result<ClientConfig, String> {
     let mut config = ClientConfig::from_env(registry).map_err(|e| e.to_string())?;
     config.expected_servers = servers.or(config.expected_servers);
     config.connect_timeout = Duration::from_secs(5);
-    Client::connect(config).map_err(|e| e.to_string())
+    Ok(config)
 }
 
-fn status(registry: &std::path::Path, servers: Option<u32>) -> Result<(), String> {
-    let mut client = client(registry, servers)?;
-    let stats = client.target_stats().map_err(|e| e.to_string())?;
-    println!(
-        "{:>6} {:<16} {:>5} {:>10} {:>7} {:>12} {:>12} {:>10} {:>6} {:>5} {:>9} {:>9}",
-        "target",
-        "host",
-        "rank",
-        "ops",
-        "errors",
-        "written",
-        "read",
-        "copied",
-        "queue",
-        "busy",
-        "files",
-        "free"
-    );
-    for (i, (s, t)) in stats.iter().zip(client.targets()).enumerate() {
-        println!(
-            "{:>6} {:<16} {:>5} {:>10} {:>7} {:>12} {:>12} {:>10} {:>6} {:>5} {:>9} {:>9}",
-            i,
-            t.host,
-            format!("{}.{}", s.rank, s.shard),
-            s.ops,
-            s.errors,
-            human(s.bytes_written),
-            human(s.bytes_read),
-            human(s.bytes_copied),
-            s.queue_depth,
-            s.busy_rejections,
-            s.inodes,
-            human(s.available_bytes)
-        );
-    }
-    Ok(())
-}
-
-fn shutdown(registry: &std::path::Path, servers: Option<u32>, timeout: u64) -> Result<(), String> {
-    let mut client = client(registry, servers)?;
-    client.shutdown_servers().map_err(|e| e.to_string())?;
-    drop(client);
-    let reg = Registry::open_existing(registry).map_err(|e| e.to_string())?;
-    let deadline = Instant::now() + Duration::from_secs(timeout);
-    loop {
-        let left = reg.list().map_err(|e| e.to_string())?.len();
-        if left == 0 {
-            println!("cluster stopped");
-            return Ok(());
-        }
-        if Instant::now() >= deadline {
-            return Err(format!("{left} targets still registered after {timeout} s"));
-        }
-        std::thread::sleep(Duration::from_millis(20));
+/// What went wrong, as coreutils says it: the text of the errno for answers of the servers.
+pub fn why(e: &Error) -> String {
+    match e {
+        Error::Remote { errno, .. } => strerror(*errno),
+        other => other.to_string(),
     }
 }
 
-fn human(bytes: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut value = bytes as f64;
-    let mut unit = 0;
-    while value >= 1024.0 && unit + 1 < UNITS.len() {
-        value /= 1024.0;
-        unit += 1;
-    }
-    if unit == 0 {
-        format!("{bytes}B")
-    } else {
-        format!("{value:.1}{}", UNITS[unit])
+/// The text of `errno` ("No such file or directory").
+pub fn strerror(errno: i32) -> String {
+    io_why(&std::io::Error::from_raw_os_error(errno))
+}
+
+/// The text of a local I/O error without its "(os error N)" tail.
+pub fn io_why(e: &std::io::Error) -> String {
+    let text = e.to_string();
+    match text.find(" (os error ") {
+        Some(i) => text[..i].to_string(),
+        None => text,
     }
 }
