@@ -11,6 +11,19 @@
 //! then the old name goes. Renaming a directory moves the inodes and entries of its whole
 //! subtree (paths place inodes), so it costs requests in proportion to the subtree and is not
 //! atomic to readers inside it.
+//!
+//! # Limits
+//!
+//! There are no transactions across targets, and shards do not track open files. So:
+//! - the data of an unlinked or replaced file is freed at once, even while it is open: an open
+//!   handle then reads zeros where the data was;
+//! - a file's size is published by path at close, so closing a file renamed or unlinked while
+//!   open fails with `ENOENT`: the size it wrote is not published, and chunks written after an
+//!   unlink are never freed;
+//! - sizes only grow at close, so a truncate made while another handle has the file open for
+//!   writing is undone by that handle's close when it wrote beyond the new size;
+//! - an unlink racing a create of the same name may leave the inode without its entry (stat
+//!   finds the file, readdir does not list it).
 
 use crate::placement;
 use crate::proto::{self, Op, WireInode};
