@@ -7,6 +7,7 @@
 
 pub mod client;
 pub mod config;
+pub mod ffi;
 pub mod launcher;
 pub mod logging;
 pub mod path;

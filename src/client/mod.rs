@@ -259,6 +259,11 @@ impl Client {
         &self.regcache
     }
 
+    /// The registration cache, to pin or drop buffers ahead of time.
+    pub fn regcache_mut(&mut self) -> &mut RegCache {
+        &mut self.regcache
+    }
+
     fn describe(&self, target: usize) -> String {
         match self.targets.get(target) {
             Some(t) => format!(
