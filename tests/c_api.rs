@@ -57,4 +57,8 @@ fn c_program_passes_against_a_cluster() {
         String::from_utf8_lossy(&run.stdout),
         String::from_utf8_lossy(&run.stderr)
     );
+    assert!(
+        String::from_utf8_lossy(&run.stdout).contains("c_api_test: all passed"),
+        "c_api_test did not reach its end"
+    );
 }

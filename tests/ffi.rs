@@ -767,3 +767,29 @@ fn header_source_and_library_agree() {
     assert_eq!(source_functions(), header, "src/ffi vs the header");
     assert_eq!(library_functions(), header, "libbenchfs.so vs the header");
 }
+
+#[test]
+fn embedded_server() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    std::env::set_var("UCX_TLS", "tcp");
+    std::env::set_var("UCX_NET_DEVICES", "lo");
+    let root = common::disk_tempdir();
+    let registry = c(root.path().join("registry").to_str().unwrap());
+    let options = format!(
+        "server=1,data_dir={},rank=0,servers=1,wait_ms=30000",
+        root.path().join("data").display()
+    );
+    // SAFETY: NUL-terminated strings.
+    let rc = unsafe { benchfs_init(registry.as_ptr(), c(&options).as_ptr()) };
+    assert_eq!(rc, 0, "init with a server: {}", strerror());
+    let file = create("/embedded");
+    assert_eq!(write(file, b"inside", 0), 6);
+    assert_eq!(read(file, 6, 0), b"inside");
+    // SAFETY: no arguments.
+    assert_eq!(unsafe { benchfs_finalize() }, 0, "{}", strerror());
+    let reg = benchfs::registry::Registry::open_existing(&root.path().join("registry")).unwrap();
+    assert!(
+        reg.list().unwrap().is_empty(),
+        "the stopped server unpublished"
+    );
+}

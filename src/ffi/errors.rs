@@ -86,3 +86,23 @@ where
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_panic_becomes_eio_with_its_message() {
+        let rc: i32 = guard("benchfs_test", || -> FfiResult<i32> { panic!("boom") });
+        assert_eq!(rc, -libc::EIO);
+        // SAFETY: the pointer is to the thread's NUL-terminated message.
+        let text = unsafe { std::ffi::CStr::from_ptr(last_error_ptr()) };
+        assert_eq!(text.to_str().unwrap(), "benchfs_test: internal error: boom");
+    }
+
+    #[test]
+    fn a_failure_is_its_negative_errno() {
+        let rc: i64 = guard("f", || Err(Fail::new(libc::ENOENT, "gone")));
+        assert_eq!(rc, -(libc::ENOENT as i64));
+    }
+}

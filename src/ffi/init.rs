@@ -125,10 +125,24 @@ fn stop_server(server: Embedded) -> FfiResult<()> {
     }
 }
 
+/// Waits until the embedded server made the registry (clients need it to exist), or fails
+/// with the server's error if it stopped.
+fn await_registry(server: Embedded, config: &ClientConfig) -> FfiResult<Embedded> {
+    let deadline = std::time::Instant::now() + config.connect_timeout;
+    while !config.registry_dir.exists() && std::time::Instant::now() < deadline {
+        if server.thread.is_finished() {
+            stop_server(server)?;
+            return Err(Fail::new(libc::EIO, "embedded server stopped at start"));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    Ok(server)
+}
+
 fn open_session(registry: PathBuf, options: InitOptions) -> FfiResult<()> {
     let config = options.client_config(&registry)?;
     let server = match options.server {
-        true => Some(start_server(&registry, &options)?),
+        true => Some(await_registry(start_server(&registry, &options)?, &config)?),
         false => None,
     };
     let epoch = EPOCH.fetch_add(1, Ordering::Relaxed) + 1;
