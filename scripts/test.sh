@@ -32,6 +32,11 @@ cargo test --workspace --benches --quiet
 step "local demo (scripts/run_local.sh, small sizes)"
 BENCHFS_BLOCK=8m BENCHFS_FILES=100 "$root/scripts/run_local.sh"
 
+# The C tests link the shared library itself (libbenchfs.so), which `cargo test` does not
+# rebuild: build it first.
+step "cargo build --lib (libbenchfs.so for the C tests)"
+cargo build --workspace --lib --quiet
+
 step "cargo test"
 log="$(mktemp)"
 trap 'rm -f "$log"' EXIT
