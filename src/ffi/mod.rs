@@ -32,7 +32,7 @@ use handles::with_local;
 
 static VERSION: &str = concat!("benchfs ", env!("CARGO_PKG_VERSION"), "\0");
 
-/// "benchfs <version>", valid for the life of the process.
+/// `"benchfs <version>"`, valid for the life of the process.
 ///
 /// # Safety
 /// Always safe to call; `unsafe` only for symmetry with the rest of the interface.
