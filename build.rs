@@ -6,6 +6,11 @@ use std::path::{Path, PathBuf};
 
 fn main() {
     println!("cargo:rerun-if-changed=build.rs");
+    // The shared library carries a SONAME with the major version, so programs linked against
+    // an installed copy keep working across compatible updates (scripts/install.sh makes the
+    // libbenchfs.so.0 link).
+    let major = std::env::var("CARGO_PKG_VERSION_MAJOR").expect("cargo sets it");
+    println!("cargo:rustc-cdylib-link-arg=-Wl,-soname,libbenchfs.so.{major}");
     let manifest_dir = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").expect("cargo sets it"));
     let out_dir = PathBuf::from(std::env::var("OUT_DIR").expect("cargo sets it"));
     // OUT_DIR is <target>/<profile>/build/benchfs-<hash>/out: the profile dir is three up.
