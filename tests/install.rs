@@ -44,10 +44,18 @@ fn installed_library_links_with_pkg_config_flags_alone() {
     for name in ["libbenchfs.so", "libbenchfs.so.0"] {
         assert!(lib.join(name).exists(), "{name} missing");
     }
-    let dynamic = run(Command::new("readelf").arg("-d").arg(lib.join("libbenchfs.so")));
-    assert!(dynamic.contains("[libbenchfs.so.0]"), "no SONAME:\n{dynamic}");
+    let dynamic = run(Command::new("readelf")
+        .arg("-d")
+        .arg(lib.join("libbenchfs.so")));
+    assert!(
+        dynamic.contains("[libbenchfs.so.0]"),
+        "no SONAME:\n{dynamic}"
+    );
     for program in ["benchfsd", "benchfsctl", "benchfs-load"] {
-        assert!(prefix.path().join("bin").join(program).exists(), "{program} missing");
+        assert!(
+            prefix.path().join("bin").join(program).exists(),
+            "{program} missing"
+        );
     }
     let flags = run(Command::new("pkg-config")
         .args(["--cflags", "--libs", "benchfs"])
