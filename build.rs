@@ -22,6 +22,13 @@ fn main() {
     std::fs::write(out_dir.join("benchfs.pc"), &pc).expect("write benchfs.pc to OUT_DIR");
     // Best effort: the profile directory is where users look for the library itself.
     let _ = std::fs::write(profile_dir.join("benchfs.pc"), &pc);
+    // Programs linked against the uninstalled library look for its SONAME there: a link
+    // (dangling until the library is built) makes them find it.
+    let major = std::env::var("CARGO_PKG_VERSION_MAJOR").expect("cargo sets it");
+    let soname = profile_dir.join(format!("libbenchfs.so.{major}"));
+    if std::fs::symlink_metadata(&soname).is_err() {
+        let _ = std::os::unix::fs::symlink("libbenchfs.so", &soname);
+    }
 }
 
 fn pkg_config(include_dir: &Path, lib_dir: &Path, version: &str) -> String {
