@@ -407,11 +407,9 @@ impl RegCache {
     }
 
     fn register(&mut self, start: usize, end: usize) -> Result<Registration> {
-        // SAFETY: `MemRegion::register` asks that the memory stay mapped while the region lives,
-        // for the sake of the transfers that use it: those are the handle holders' to
-        // guard (see `lookup`), and the cache drops the registrations of memory reported
-        // unmapped. Registering, or deregistering a range unmapped in between, accesses no
-        // memory.
+        // Transfers through the region are the handle holders' to guard (see `lookup`); the
+        // cache drops registrations of memory reported unmapped.
+        // SAFETY: registering, or deregistering a range unmapped since, accesses no memory.
         let region = unsafe { MemRegion::register(&self.context, start as *mut u8, end - start) }?;
         let rkey = region.pack_rkey()?.into_boxed_slice();
         self.counters.registrations += 1;

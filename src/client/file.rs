@@ -77,8 +77,10 @@ impl File {
     }
 }
 
-/// What stat returns.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// What stat returns. The layout is C's (`benchfs_stat_t` of the C API is this type), so the
+/// field order and types must match `include/benchfs_c_api.h`.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Stat {
     /// Inode number (the file id).
     pub ino: u64,

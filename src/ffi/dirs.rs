@@ -122,7 +122,7 @@ pub unsafe extern "C" fn benchfs_stat(path: *const c_char, out: *mut benchfs_sta
         non_null(out, "out")?;
         let stat = with_local(|local| Ok(local.client()?.stat(&path)?))?;
         // SAFETY: `out` is non-null and the caller promises it is writable.
-        unsafe { out.write(stat.into()) };
+        unsafe { out.write(stat) };
         Ok(0)
     })
 }

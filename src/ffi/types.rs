@@ -48,45 +48,11 @@ pub struct benchfs_dir {
     _opaque: [u8; 0],
 }
 
-/// `benchfs_stat_t`.
-#[repr(C)]
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct benchfs_stat_t {
-    /// File id.
-    pub ino: u64,
-    /// Type and permission bits.
-    pub mode: u32,
-    /// Links.
-    pub nlink: u32,
-    /// Bytes.
-    pub size: u64,
-    /// 512-byte blocks.
-    pub blocks: u64,
-    /// Preferred I/O size.
-    pub blksize: u64,
-    /// Access time, ns since the epoch.
-    pub atime_ns: i64,
-    /// Modification time.
-    pub mtime_ns: i64,
-    /// Change time.
-    pub ctime_ns: i64,
-}
+/// `benchfs_stat_t`: the client's [`crate::client::Stat`], whose `#[repr(C)]` layout is the
+/// header's.
+pub type benchfs_stat_t = crate::client::Stat;
 
-impl From<crate::client::Stat> for benchfs_stat_t {
-    fn from(s: crate::client::Stat) -> Self {
-        benchfs_stat_t {
-            ino: s.ino,
-            mode: s.mode,
-            nlink: s.nlink,
-            size: s.size,
-            blocks: s.blocks,
-            blksize: s.blksize,
-            atime_ns: s.atime_ns,
-            mtime_ns: s.mtime_ns,
-            ctime_ns: s.ctime_ns,
-        }
-    }
-}
+const _: () = assert!(std::mem::size_of::<benchfs_stat_t>() == 64);
 
 /// `benchfs_statfs_t`.
 #[repr(C)]
