@@ -86,7 +86,10 @@ typedef struct benchfs_statfs {
  *   data_path=message|rma
  *   server=1             also start an embedded storage server in this process (its shards
  *   data_dir=DIR         run on their own threads and publish in the registry like benchfsd's;
- *   rank=R,servers=N     with data_dir, rank and servers as for benchfsd)
+ *   rank=R,servers=N     with data_dir; rank and server count default to the launcher's
+ *                        environment (Open MPI, PMI, Slurm), as for benchfsd)
+ *   shards=N             shards of the embedded server (default 1)
+ *   slab_size=64m        registered buffer slab of each of its shards
  * Unknown keys give -EINVAL. Nested calls only count references (their options must agree).
  */
 int benchfs_init(const char *registry, const char *options);

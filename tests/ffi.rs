@@ -619,6 +619,16 @@ fn bad_inputs_table() {
                 libc::EINVAL,
             ),
             (
+                "init server option without server",
+                benchfs_init(null(), p("rank=1").as_ptr()) as i64,
+                libc::EINVAL,
+            ),
+            (
+                "init server without shards",
+                benchfs_init(null(), p("server=1,data_dir=/x,shards=0").as_ptr()) as i64,
+                libc::EINVAL,
+            ),
+            (
                 "init bad number",
                 benchfs_init(null(), p("timeout_ms=soon").as_ptr()) as i64,
                 libc::EINVAL,
@@ -779,6 +789,12 @@ fn embedded_server() {
         "server=1,data_dir={},rank=0,servers=1,wait_ms=30000",
         root.path().join("data").display()
     );
+    let small_slab = c(&format!("{options},slab_size=1m"));
+    // SAFETY: NUL-terminated strings.
+    let rc = unsafe { benchfs_init(registry.as_ptr(), small_slab.as_ptr()) };
+    assert_eq!(rc, -libc::EINVAL, "a slab below one chunk is refused");
+    assert!(strerror().contains("slab"), "{}", strerror());
+    assert!(!root.path().join("data").exists(), "nothing started");
     // SAFETY: NUL-terminated strings.
     let rc = unsafe { benchfs_init(registry.as_ptr(), c(&options).as_ptr()) };
     assert_eq!(rc, 0, "init with a server: {}", strerror());

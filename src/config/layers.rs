@@ -153,6 +153,17 @@ impl Layers {
     }
 }
 
+impl ServerConfig {
+    /// Checks the rules that [`load`](super::load) enforces, for a configuration built in
+    /// code (the embedded server of the C API): the first broken one as "key: reason".
+    pub fn check(&self) -> Result<(), String> {
+        match violation(self) {
+            Some((key, reason)) => Err(format!("{} {}", key.name(), reason)),
+            None => Ok(()),
+        }
+    }
+}
+
 /// The first rule that `config` breaks, as the key at fault and the reason.
 fn violation(config: &ServerConfig) -> Option<(Key, String)> {
     size_violation(config)

@@ -103,8 +103,15 @@ fn start_server(registry: &std::path::Path, options: &InitOptions) -> FfiResult<
     let data_dir = options.data_dir.clone().unwrap_or_default();
     let mut config = ServerConfig::new(registry, data_dir);
     config.numa = false;
-    config.rank = Some(options.rank.unwrap_or(0));
-    config.servers = Some(options.servers.unwrap_or(1));
+    config.rank = options.rank;
+    config.servers = options.servers;
+    config.shards = options.shards;
+    if let Some(bytes) = options.slab_bytes {
+        config.slab_bytes = bytes;
+    }
+    config
+        .check()
+        .map_err(|e| Fail::invalid(format!("embedded server: {e}")))?;
     crate::server::process::identity(&config).map_err(Fail::invalid)?;
     let control =
         Arc::new(Control::new().map_err(|e| Fail::new(libc::EIO, format!("server control: {e}")))?);

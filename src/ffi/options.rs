@@ -24,8 +24,13 @@ pub struct InitOptions {
     pub server: bool,
     /// Data directory of the embedded server.
     pub data_dir: Option<PathBuf>,
-    /// Rank of the embedded server.
+    /// Rank of the embedded server (default: from the launcher's environment, as for
+    /// `benchfsd`).
     pub rank: Option<u32>,
+    /// Shards of the embedded server.
+    pub shards: Option<u32>,
+    /// Slab size of each shard of the embedded server.
+    pub slab_bytes: Option<u64>,
 }
 
 fn number<T: std::str::FromStr>(key: &str, value: &str) -> FfiResult<T> {
@@ -47,6 +52,15 @@ impl InitOptions {
         }
         if options.server && options.data_dir.is_none() {
             return Err(Fail::invalid("option server=1 needs data_dir"));
+        }
+        let server_only = [
+            ("data_dir", options.data_dir.is_some()),
+            ("rank", options.rank.is_some()),
+            ("shards", options.shards.is_some()),
+            ("slab_size", options.slab_bytes.is_some()),
+        ];
+        if let Some((key, _)) = server_only.iter().find(|(_, set)| *set && !options.server) {
+            return Err(Fail::invalid(format!("option {key} needs server=1")));
         }
         Ok(options)
     }
@@ -73,6 +87,15 @@ impl InitOptions {
             }
             "data_dir" if !value.is_empty() => self.data_dir = Some(PathBuf::from(value)),
             "rank" => self.rank = Some(number(key, value)?),
+            "shards" => match number(key, value)? {
+                0 => return Err(Fail::invalid("option shards=0: a server needs a shard")),
+                n => self.shards = Some(n),
+            },
+            "slab_size" => {
+                let size = crate::config::parse_size(value)
+                    .map_err(|e| Fail::invalid(format!("option slab_size: {e}")))?;
+                self.slab_bytes = Some(size);
+            }
             _ => return Err(Fail::invalid(format!("unknown option {key}={value:?}"))),
         }
         Ok(())

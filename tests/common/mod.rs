@@ -44,6 +44,11 @@ impl Transport {
 /// Cluster tests share two cores: one cluster at a time.
 static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
 
+/// The turn of a test that runs its own servers (not through [`Cluster`]).
+pub fn exclusive() -> MutexGuard<'static, ()> {
+    ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 /// Options of a test cluster.
 #[derive(Debug, Clone)]
 pub struct Options {
