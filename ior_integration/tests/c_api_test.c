@@ -123,6 +123,17 @@ static void bad_inputs(void)
     expect("pread NULL", benchfs_pread(f, NULL, 4, 0), -EINVAL);
     expect("pwrite huge", benchfs_pwrite(f, buf, UINT64_MAX, 0), -EINVAL);
     expect("pread huge offset", benchfs_pread(f, buf, 4, UINT64_MAX), -EINVAL);
+    expect("pwrite negative size", benchfs_pwrite(f, buf, (uint64_t)-16, 0), -EINVAL);
+    expect("pread negative offset", benchfs_pread(f, buf, 4, (uint64_t)-4096), -EINVAL);
+    expect("truncate negative", benchfs_truncate("/c/ok", (uint64_t)-1), -EINVAL);
+    expect("mkdir relative", benchfs_mkdir("c/d2", 0755), -EINVAL);
+    expect("mkdir long", benchfs_mkdir(longpath, 0755), -ENAMETOOLONG);
+    expect("rename to relative", benchfs_rename("/c/ok", "c/ok2"), -EINVAL);
+    expect("rename through ..", benchfs_rename("/c/ok", "/c/../ok2"), -EINVAL);
+    expect("open for writing, unknown flag", benchfs_open("/c/ok", BENCHFS_O_RDWR | 0x4000, 0, &f),
+           -EINVAL);
+    expect("opendir on a file", benchfs_opendir("/c/ok", &d), -ENOTDIR);
+    expect("create under a file", benchfs_create("/c/ok/x", 0644, &f), -ENOTDIR);
     expect("remove NULL", benchfs_remove(NULL), -EINVAL);
     expect("stat NULL out", benchfs_stat("/c/ok", NULL), -EINVAL);
     expect("stat relative", benchfs_stat("ok", &st), -EINVAL);
