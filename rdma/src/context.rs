@@ -20,6 +20,7 @@ use crate::error::{check, Error, Result};
 #[derive(Debug)]
 pub struct Context {
     handle: ucp_context_h,
+    peer_failure_possible: bool,
 }
 
 // SAFETY: a UCP context may be used from several threads to create workers and map memory;
@@ -66,13 +67,44 @@ impl Context {
         // SAFETY: config came from ucp_config_read and is released exactly once.
         unsafe { ucp_config_release(config) };
         check("initialise UCX", status)?;
-        Ok(Arc::new(Context { handle }))
+        let tls = settings
+            .iter()
+            .rev()
+            .find(|(name, _)| *name == "TLS")
+            .map(|(_, value)| value.to_string())
+            .or_else(|| std::env::var("UCX_TLS").ok());
+        Ok(Arc::new(Context {
+            handle,
+            peer_failure_possible: tls.as_deref().is_none_or(can_detect_peer_failure),
+        }))
+    }
+
+    /// Whether the transports allowed to this context include one that can detect a dead
+    /// peer. `false` only for a transport list of shared-memory (and self/GPU copy)
+    /// transports alone: UCX then refuses endpoints with peer failure handling, logging an
+    /// error line for each, so [`crate::Endpoint::connect`] does not ask.
+    pub fn peer_failure_possible(&self) -> bool {
+        self.peer_failure_possible
     }
 
     /// The raw handle, for the crate's own calls.
     pub(crate) fn handle(&self) -> ucp_context_h {
         self.handle
     }
+}
+
+/// Whether a `UCX_TLS` value names a transport with peer failure detection: a network
+/// transport (TCP, InfiniBand RC/DC/UD and their aliases), `all`, or an exclusion list
+/// (`^...`), which leaves the network transports in.
+fn can_detect_peer_failure(tls: &str) -> bool {
+    const NETWORK: [&str; 6] = ["all", "tcp", "ib", "rc", "dc", "ud"];
+    let tls = tls.trim();
+    tls.is_empty()
+        || tls.starts_with('^')
+        || tls.split(',').any(|entry| {
+            let name = entry.trim().split(':').next().unwrap_or("");
+            NETWORK.iter().any(|n| name.starts_with(n))
+        })
 }
 
 fn apply_settings(config: *mut ucp_config_t, settings: &[(&str, &str)]) -> Result<()> {
@@ -94,5 +126,30 @@ impl Drop for Context {
     fn drop(&mut self) {
         // SAFETY: workers and memory regions hold an Arc of the context, so none is left.
         unsafe { ucp_cleanup(self.handle) };
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::can_detect_peer_failure;
+
+    #[test]
+    fn shared_memory_alone_cannot_detect_a_dead_peer() {
+        for tls in ["posix,cma", "sm", "shm,self", "sysv", "posix,cma,cuda_copy"] {
+            assert!(!can_detect_peer_failure(tls), "{tls}");
+        }
+        for tls in [
+            "tcp",
+            "posix,cma,tcp",
+            "rc_x,sm",
+            "dc_mlx5",
+            "ud_v",
+            "ib",
+            "all",
+            "^tcp",
+            "",
+        ] {
+            assert!(can_detect_peer_failure(tls), "{tls}");
+        }
     }
 }

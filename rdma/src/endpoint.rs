@@ -118,12 +118,17 @@ impl Endpoint {
     ///
     /// The endpoint asks for peer failure detection. UCX grants it only over transports that
     /// can detect a dead peer (TCP, InfiniBand); with shared memory alone it refuses such an
-    /// endpoint as unreachable, and the endpoint is then created without failure detection
-    /// ([`Endpoint::detects_failure`] is `false`): a dead peer is noticed by request deadlines
-    /// instead.
+    /// endpoint as unreachable (and logs an error line), and the endpoint is then created
+    /// without failure detection. When the context's transports are known to be shared memory
+    /// alone ([`crate::Context::peer_failure_possible`]) it is not asked at all. Without failure
+    /// detection ([`Endpoint::detects_failure`] is `false`) a dead peer is noticed by request
+    /// deadlines instead.
     pub fn connect(worker: &Worker, address: &[u8]) -> Result<Endpoint> {
         if address.is_empty() {
             return Err(Error::InvalidArgument("empty worker address".into()));
+        }
+        if !worker.context().peer_failure_possible() {
+            return Endpoint::create(worker, address, false);
         }
         match Endpoint::create(worker, address, true) {
             Err(Error::Ucx { status, .. }) if status.errno() == libc::EHOSTUNREACH => {

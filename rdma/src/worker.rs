@@ -72,7 +72,7 @@ pub(crate) struct WorkerInner {
     /// Handler arguments, boxed so that UCX can keep pointers to them.
     #[allow(clippy::vec_box)]
     handlers: RefCell<Vec<Box<HandlerArg>>>,
-    _context: Arc<Context>,
+    context: Arc<Context>,
 }
 
 impl WorkerInner {
@@ -233,9 +233,14 @@ impl Worker {
                 handle,
                 queue: Box::new(RefCell::new(VecDeque::new())),
                 handlers: RefCell::new(Vec::new()),
-                _context: context.clone(),
+                context: context.clone(),
             }),
         })
+    }
+
+    /// The context the worker was made from.
+    pub fn context(&self) -> &Arc<Context> {
+        &self.inner.context
     }
 
     pub(crate) fn inner(&self) -> &Rc<WorkerInner> {
