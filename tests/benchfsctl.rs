@@ -546,3 +546,47 @@ fn find_prints_matches_and_counts() {
     );
     assert_eq!(run.out, "/f/old/x01\n/f/old/x02\nMATCHED 2/4\n");
 }
+
+/// IO500's find over an mdtest-hard tree gives the counts of a POSIX `find` over the same
+/// tree built on the local file system.
+#[test]
+fn find_counts_equal_posix_find_over_an_mdtest_hard_tree() {
+    let cluster = Cluster::start(Options::new(Transport::Tcp));
+    let mut client = cluster.client();
+    let local = disk_tempdir();
+    let stamp = local.path().join("timestampfile");
+    std::fs::File::create(&stamp).unwrap();
+    std::thread::sleep(Duration::from_millis(20));
+    let tree = "mdt_hard/test-dir.0-0/mdtest_tree.0";
+    client.mkdir_all(&format!("/io500/{tree}"), 0o755).unwrap();
+    std::fs::create_dir_all(local.path().join("io500").join(tree)).unwrap();
+    let record = [7u8; 3901];
+    for rank in 0..4 {
+        for i in 0..150 {
+            let name = format!("{tree}/file.mdtest.{rank}.{i}");
+            write_file(&mut client, &format!("/io500/{name}"), &record);
+            std::fs::write(local.path().join("io500").join(&name), record).unwrap();
+        }
+    }
+    let stamp = stamp.to_str().unwrap();
+    for tests in [
+        &["-newer", stamp, "-size", "3901c", "-name", "*01*"][..],
+        &["-name", "*1*"][..],
+        &["-type", "d"][..],
+    ] {
+        let posix = Command::new("find")
+            .arg(local.path().join("io500"))
+            .args(tests)
+            .output()
+            .expect("find runs");
+        let hits = String::from_utf8_lossy(&posix.stdout).lines().count();
+        let total = 4 * 150 + 4; // the files and /io500 with its three directories
+        let ours = ctl_ok(&cluster, &[&["find", "/io500"][..], tests].concat());
+        assert!(hits > 0, "the test {tests:?} matches something");
+        assert!(
+            ours.ends_with(&format!("MATCHED {hits}/{total}\n")),
+            "{tests:?}: POSIX find has {hits} of {total}; benchfsctl says {}",
+            ours.lines().last().unwrap_or("")
+        );
+    }
+}
