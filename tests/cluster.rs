@@ -1,6 +1,7 @@
 //! The storage node and the client together: a cluster of 2 `benchfsd` processes with 2 shards
-//! each on loopback, over UCX TCP and over shared memory, driven by client processes
-//! (`benchfs-load`) and by an in-process client.
+//! each, over UCX TCP on loopback, over shared memory, and over TCP between hosts made of
+//! network namespaces, driven by client processes (`benchfs-load`) and by an in-process
+//! client.
 
 mod common;
 
@@ -57,6 +58,11 @@ fn file_per_process_and_shared_file_over_shared_memory() {
     patterns(Transport::Shm);
 }
 
+#[test]
+fn file_per_process_and_shared_file_between_hosts() {
+    patterns(Transport::Hosts);
+}
+
 fn ior_hard(transport: Transport) {
     let cluster = Cluster::start(Options::new(transport));
     // 4 ranks x 200 interleaved 47008-byte records: every record straddles blocks, many
@@ -86,6 +92,11 @@ fn ior_hard_interleaved_records_over_tcp() {
 #[test]
 fn ior_hard_interleaved_records_over_shared_memory() {
     ior_hard(Transport::Shm);
+}
+
+#[test]
+fn ior_hard_interleaved_records_between_hosts() {
+    ior_hard(Transport::Hosts);
 }
 
 fn pattern_bytes(seed: u8, len: usize) -> Vec<u8> {
@@ -393,6 +404,11 @@ fn client_targets_rank(cluster: &Cluster, target: usize) -> u32 {
 #[test]
 fn a_dead_server_fails_its_operations_and_the_other_keeps_serving_over_tcp() {
     dead_server(Transport::Tcp, Duration::from_secs(5));
+}
+
+#[test]
+fn a_dead_server_fails_its_operations_and_the_other_keeps_serving_between_hosts() {
+    dead_server(Transport::Hosts, Duration::from_secs(5));
 }
 
 #[test]

@@ -3,6 +3,8 @@
 
 #![allow(dead_code)]
 
+pub mod netns;
+
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::{Mutex, MutexGuard};
@@ -17,6 +19,9 @@ pub enum Transport {
     Tcp,
     /// Shared memory (posix) with cross-memory attach for RMA.
     Shm,
+    /// TCP between hosts made of network namespaces ([`netns::Hosts`]): server `r` on host
+    /// `r`, clients on the host after the last server.
+    Hosts,
 }
 
 impl Transport {
@@ -25,6 +30,7 @@ impl Transport {
         let pairs: &[(&str, &str)] = match self {
             Transport::Tcp => &[("TLS", "tcp"), ("NET_DEVICES", "lo")],
             Transport::Shm => &[("TLS", "posix,cma")],
+            Transport::Hosts => &[("TLS", "tcp"), ("NET_DEVICES", "eth0")],
         };
         pairs
             .iter()
@@ -76,6 +82,8 @@ pub struct Cluster {
     pub options: Options,
     pub root: tempfile::TempDir,
     servers: Vec<Option<Child>>,
+    /// The hosts of a [`Transport::Hosts`] cluster (dropped after the servers are killed).
+    pub hosts: Option<netns::Hosts>,
     _turn: MutexGuard<'static, ()>,
 }
 
@@ -90,10 +98,13 @@ pub fn disk_tempdir() -> tempfile::TempDir {
 impl Cluster {
     pub fn start(options: Options) -> Cluster {
         let turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+        let hosts =
+            (options.transport == Transport::Hosts).then(|| netns::Hosts::new(options.servers + 1));
         let mut cluster = Cluster {
             options,
             root: disk_tempdir(),
             servers: Vec::new(),
+            hosts,
             _turn: turn,
         };
         for rank in 0..cluster.options.servers {
@@ -127,7 +138,7 @@ impl Cluster {
             .open(self.log_path(rank))
             .expect("server log");
         let o = &self.options;
-        Command::new(env!("CARGO_BIN_EXE_benchfsd"))
+        self.command_on(Some(rank), env!("CARGO_BIN_EXE_benchfsd"))
             .arg("--registry-dir")
             .arg(self.registry())
             .arg("--data-dir")
@@ -141,7 +152,6 @@ impl Cluster {
             .args(["--shards", &o.shards.to_string(), "--slab-size", o.slab])
             .args(["--no-numa", "--log-level", "debug"])
             .args(&o.extra)
-            .envs(o.transport.env())
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
@@ -188,6 +198,30 @@ impl Cluster {
         server.is_some_and(|c| c.id() == pid)
     }
 
+    /// `program` with the transport's environment, on the host of server `rank` (`None`: the
+    /// clients' host).
+    pub fn command_on(&self, rank: Option<u32>, program: impl AsRef<std::ffi::OsStr>) -> Command {
+        let mut cmd = match &self.hosts {
+            Some(hosts) => hosts.command(rank.unwrap_or(self.options.servers), program),
+            None => Command::new(program),
+        };
+        cmd.envs(self.options.transport.env());
+        cmd
+    }
+
+    /// `program` as a client of the cluster: on the clients' host, with the transport's
+    /// environment and `BENCHFS_REGISTRY`.
+    pub fn client_command(&self, program: impl AsRef<std::ffi::OsStr>) -> Command {
+        let mut cmd = self.command_on(None, program);
+        cmd.env("BENCHFS_REGISTRY", self.registry());
+        cmd
+    }
+
+    /// The host of the clients, for a [`Transport::Hosts`] cluster.
+    pub fn client_host(&self) -> u32 {
+        self.options.servers
+    }
+
     pub fn client_config(&self) -> ClientConfig {
         let mut config = ClientConfig::new(self.registry());
         config.ucx_settings = self.options.transport.settings();
@@ -195,17 +229,21 @@ impl Cluster {
         config
     }
 
+    /// A client in this process. On a [`Transport::Hosts`] cluster the calling thread moves
+    /// to the clients' host first.
     pub fn client(&self) -> Client {
+        if let Some(hosts) = &self.hosts {
+            hosts.enter(self.client_host());
+        }
         Client::connect(self.client_config()).expect("client connects")
     }
 
     /// Runs `benchfs-load` against the cluster.
     pub fn load(&self, args: &[&str]) -> Output {
-        Command::new(env!("CARGO_BIN_EXE_benchfs-load"))
+        self.command_on(None, env!("CARGO_BIN_EXE_benchfs-load"))
             .arg("--registry")
             .arg(self.registry())
             .args(args)
-            .envs(self.options.transport.env())
             .output()
             .expect("run benchfs-load")
     }
@@ -217,11 +255,11 @@ impl Cluster {
 
     /// [`Cluster::load_ok`] with extra environment variables for the clients.
     pub fn load_ok_env(&self, args: &[&str], env: &[(&str, &str)]) -> String {
-        let out = Command::new(env!("CARGO_BIN_EXE_benchfs-load"))
+        let out = self
+            .command_on(None, env!("CARGO_BIN_EXE_benchfs-load"))
             .arg("--registry")
             .arg(self.registry())
             .args(args)
-            .envs(self.options.transport.env())
             .envs(env.iter().copied())
             .output()
             .expect("run benchfs-load");
