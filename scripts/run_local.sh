@@ -19,20 +19,28 @@
 # of interleaved 47008-byte records); then create, stat and unlink of empty files in one
 # directory. Reads are done by another process than the writer and verify every byte.
 #
+# Then, when an IOR with the BenchFS backend is available (the environment variable IOR, or
+# `ior` on PATH) and mpirun is installed, a short IOR run against the same cluster
+# (`-a BENCHFS`, BENCHFS_PROCS processes, 16 MiB each in 1 MiB transfers, written and read
+# back by another process with verification): file per process, then one shared file. Its
+# summary lines follow the workload's table. Without IOR this is skipped with one line that
+# says how to get it.
+#
 # Environment:
 #   BENCHFS_SERVERS    servers (default 2)
 #   BENCHFS_SHARDS     shards per server (default 2); servers run with --no-numa and a
 #                      64 MiB slab per shard
-#   BENCHFS_PROCS      client processes (default 4)
+#   BENCHFS_PROCS      client processes (default 4), also IOR's
 #   BENCHFS_BLOCK      bytes written and read per process and pattern (default 64m)
 #   BENCHFS_FILES      empty files per process for the metadata phases (default 1000)
 #   BENCHFS_LOCAL_DIR  directory for the registry, the data and the server logs; it must be
 #                      on a disk-backed file system (not tmpfs). Default: a fresh directory
 #                      target/local-cluster.XXXXXX for `run`, target/local-cluster for
 #                      `start` and `stop`. Only what the script puts there (registry/, data/,
-#                      server-*.log, cluster.pids, cluster.ucx) is removed, and left-overs of
-#                      an earlier run are removed first.
+#                      server-*.log, cluster.pids, cluster.ucx, load-*.out, ior-*) is
+#                      removed, and left-overs of an earlier run are removed first.
 #   BENCHFS_KEEP=1     keep that directory (data, registry, logs) after `run` or `stop`
+#   IOR                the IOR binary for the IOR run (default: `ior` on PATH)
 #   UCX_TLS, UCX_NET_DEVICES
 #                      transports; unless UCX_TLS is set the cluster uses TCP on loopback
 #                      (UCX_TLS=tcp UCX_NET_DEVICES=lo). UCX_TLS=posix,cma uses shared memory.
@@ -45,6 +53,8 @@ set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 bin="$root/target/release"
 me="run_local.sh"
+# shellcheck source=scripts/bench_lib.sh
+source "$root/scripts/bench_lib.sh"
 
 servers="${BENCHFS_SERVERS:-2}"
 shards="${BENCHFS_SHARDS:-2}"
@@ -89,6 +99,8 @@ work=""            # the cluster's directory
 created_work=0     # whether this script created it
 server_pids=()     # servers still to be stopped
 waiter_pid=""      # a background `benchfsctl wait`
+ior_bin=""         # the IOR of the IOR run, if any
+ior_skip=""        # why there is no IOR run
 show_logs=1        # print the end of the server logs when failing
 
 build() {
@@ -102,34 +114,10 @@ build() {
     rm -f "$log"
 }
 
-# alive PID: whether PID exists and has not exited (an exited child not yet reaped is a zombie).
-alive() {
-    local state
-    state="$(awk '{ print $3 }' "/proc/$1/stat" 2>/dev/null)" || return 1
-    [ -n "$state" ] && [ "$state" != Z ]
-}
-
 # is_server PID: whether PID is a running benchfsd process (for pids read from a state file,
 # which may have been reused since).
 is_server() {
-    alive "$1" && [ "$(cat "/proc/$1/comm" 2>/dev/null)" = benchfsd ]
-}
-
-# wait_gone SECONDS PID...: waits until none of the PIDs is running; fails on timeout.
-wait_gone() {
-    local limit=$(($1 * 10)) i pid left
-    shift
-    for ((i = 0; i <= limit; i++)); do
-        left=0
-        for pid in "$@"; do
-            if alive "$pid"; then
-                left=1
-            fi
-        done
-        [ "$left" -eq 0 ] && return 0
-        sleep 0.1
-    done
-    return 1
+    proc_alive "$1" && [ "$(cat "/proc/$1/comm" 2>/dev/null)" = benchfsd ]
 }
 
 # kill_servers PID...: SIGTERM, a grace period, then SIGKILL for whatever is left. The PIDs
@@ -143,7 +131,7 @@ kill_servers() {
     if ! wait_gone "$stop_grace" "$@"; then
         say "servers still running after ${stop_grace} s; killing them"
         for pid in "$@"; do
-            if alive "$pid"; then
+            if proc_alive "$pid"; then
                 kill -KILL "$pid" 2>/dev/null || true
             fi
         done
@@ -165,7 +153,7 @@ log_tails() {
 remove_work() {
     [ -n "$work" ] && [ -d "$work" ] || return 0
     rm -rf "$work/registry" "$work/data" "$work/cluster.pids" "$work/cluster.ucx" \
-        "$work"/server-*.log "$work/wait.out" "$work"/load-*.out
+        "$work"/server-*.log "$work/wait.out" "$work"/load-*.out "$work"/ior-*
     rmdir "$work" 2>/dev/null || true
 }
 
@@ -263,10 +251,10 @@ wait_cluster() {
     "$bin/benchfsctl" --registry "$work/registry" --servers "$servers" wait --timeout 60 \
         >"$work/wait.out" 2>&1 3>&- &
     waiter_pid=$!
-    while alive "$waiter_pid"; do
+    while proc_alive "$waiter_pid"; do
         rank=0
         for pid in "${server_pids[@]}"; do
-            if ! alive "$pid"; then
+            if ! proc_alive "$pid"; then
                 kill "$waiter_pid" 2>/dev/null || true
                 wait "$waiter_pid" 2>/dev/null || true
                 waiter_pid=""
@@ -320,7 +308,47 @@ load() {
     fi
 }
 
+# find_ior: sets ior_bin to the IOR for the IOR run, or leaves it empty and says why in
+# ior_skip. An IOR variable that names no executable is an error.
+find_ior() {
+    ior_bin=""
+    if [ -n "${IOR:-}" ]; then
+        ior_bin="$(ior_path)" || die "set IOR to the IOR binary, or unset it to skip the IOR run"
+    elif ! ior_bin="$(ior_path)"; then
+        ior_bin=""
+        ior_skip="no IOR found; set IOR=/path/to/ior, or build one with ior_integration/add_to_ior.sh (steps in ior_integration/README.md)"
+    fi
+    if [ -n "$ior_bin" ] && ! command -v mpirun >/dev/null; then
+        ior_bin=""
+        ior_skip="mpirun is missing (install openmpi-bin)"
+    fi
+}
+
+# ior_run NAME ARGS...: one short IOR run against the cluster, a verified write and read,
+# each process reading what another wrote; its log goes to ior-NAME.log, its JSON summary to
+# ior-NAME.json.
+ior_run() {
+    local name="$1" seed=$(((RANDOM << 15 | RANDOM) + 1))
+    shift
+    local -a launch=(mpirun -np "$procs" --bind-to none)
+    if [ "$procs" -gt "$(nproc)" ]; then
+        launch+=(--oversubscribe)
+    fi
+    if [ "$(id -u)" -eq 0 ]; then
+        launch=(env OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 "${launch[@]}")
+    fi
+    say "IOR: $name"
+    if ! "${launch[@]}" "$ior_bin" -a BENCHFS "--benchfs.registry=$work/registry" \
+        -O summaryFormat=JSON -O "summaryFile=$work/ior-$name.json" \
+        -w -r -W -R -C -G "$seed" --dataPacketType=offset -O numTasksOnNode0=1 \
+        -t 1m -b 16m "$@" </dev/null >"$work/ior-$name.log" 2>&1; then
+        cat "$work/ior-$name.log" >&2
+        die "IOR ($name) failed"
+    fi
+}
+
 cmd_run() {
+    find_ior
     "$root/scripts/setup.sh"
     build
     arm_cleanup
@@ -340,12 +368,26 @@ cmd_run() {
         --phases write,read
     load hard --pattern hard --dir /hard --transfer 47008 --block "$block" --phases write,read
     load meta --pattern shared --dir /meta --files "$files" --phases create,stat,unlink
+    if [ -n "$ior_bin" ]; then
+        "$bin/benchfsctl" --registry "$work/registry" mkdir -p /ior >&2
+        ior_run fpp -F -o /ior/fpp
+        ior_run shared -o /ior/shared
+    fi
 
     echo "== BenchFS local cluster: $servers servers x $shards shards, $procs processes," \
         "$block per process and pattern, $files files per process, UCX_TLS=$UCX_TLS"
     # One table: the header of the first run, then the rows of every run.
     awk 'FNR == 1 && NR != 1 { next } { print }' \
         "$work/load-fpp.out" "$work/load-shared.out" "$work/load-hard.out" "$work/load-meta.out"
+    echo
+    if [ -n "$ior_bin" ]; then
+        echo "== IOR ($ior_bin -a BENCHFS, $procs processes, 16 MiB each, verified write and read)"
+        ior_summary_header
+        ior_summary "$work/ior-fpp.json" fpp
+        ior_summary "$work/ior-shared.json" shared
+    else
+        echo "== IOR skipped: $ior_skip"
+    fi
     echo
     echo "== Targets"
     "$bin/benchfsctl" --registry "$work/registry" status
