@@ -311,7 +311,13 @@ pub enum ProtoError {
         /// Its declared length.
         len: usize,
     },
+    /// A reply status that is neither 0 nor a negative errno (the client negates it).
+    #[error("reply status {0} is neither 0 nor a negative errno")]
+    BadStatus(i32),
 }
+
+/// Largest errno a reply may carry (as Linux's `MAX_ERRNO`).
+pub const ERRNO_MAX: i32 = 4095;
 
 /// A decoded request: the fixed part, its op, path and packed remote key.
 #[derive(Debug, Clone, Copy)]
@@ -382,7 +388,7 @@ pub fn encode_request(mut wire: WireRequest, path: &[u8], rkey: &[u8]) -> Vec<u8
     out
 }
 
-/// Decodes a reply header (after the rpc frame).
+/// Decodes a reply header (after the rpc frame), checking its length and its status.
 pub fn decode_reply(header: &[u8]) -> Result<WireReply, ProtoError> {
     const WANT: usize = std::mem::size_of::<WireReply>();
     if header.len() != WANT {
@@ -391,7 +397,11 @@ pub fn decode_reply(header: &[u8]) -> Result<WireReply, ProtoError> {
             want: WANT,
         });
     }
-    Ok(bytemuck::pod_read_unaligned(header))
+    let reply: WireReply = bytemuck::pod_read_unaligned(header);
+    if !(-ERRNO_MAX..=0).contains(&reply.status) {
+        return Err(ProtoError::BadStatus(reply.status));
+    }
+    Ok(reply)
 }
 
 /// Decodes the [`WireStats`] data of a stats reply.

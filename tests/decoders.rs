@@ -10,7 +10,7 @@
 use benchfs::path::{normalize, normalize_bytes, PathError, NAME_MAX_BYTES, PATH_MAX_BYTES};
 use benchfs::proto::{
     decode_entries, decode_reply, decode_request, decode_stats, encode_entry, encode_request, Op,
-    ProtoError, WireInode, WireReply, WireRequest, WireStats, FLAG_EXCL, FLAG_INLINE,
+    ProtoError, WireInode, WireReply, WireRequest, WireStats, ERRNO_MAX, FLAG_EXCL, FLAG_INLINE,
     FLAG_REPLY_DATA, FLAG_SYNC, RKEY_MAX_BYTES,
 };
 use benchfs::rdma::rpc::{Frame, Kind, FRAME_BYTES};
@@ -223,7 +223,14 @@ proptest! {
     #[test]
     fn replies_and_stats_round_trip_and_check_their_length(input in bytes(200)) {
         match decode_reply(&input) {
-            Ok(reply) => prop_assert_eq!(bytemuck::bytes_of(&reply), &input[..]),
+            Ok(reply) => {
+                prop_assert_eq!(bytemuck::bytes_of(&reply), &input[..]);
+                prop_assert!((-ERRNO_MAX..=0).contains(&reply.status));
+            }
+            Err(ProtoError::BadStatus(status)) => {
+                prop_assert_eq!(input.len(), REPLY_BYTES);
+                prop_assert!(!(-ERRNO_MAX..=0).contains(&status));
+            }
             Err(_) => prop_assert_ne!(input.len(), REPLY_BYTES),
         }
         match decode_stats(&input) {
@@ -234,7 +241,7 @@ proptest! {
 
     #[test]
     fn reply_values_round_trip(
-        status in any::<i32>(),
+        status in -ERRNO_MAX..=0,
         flags in any::<u32>(),
         value in any::<u64>(),
         inode in prop::array::uniform32(any::<u8>()),
@@ -426,6 +433,27 @@ proptest! {
         let got: Vec<&String> = page.iter().map(|e| &e.name).collect();
         prop_assert_eq!(&got[..], &want[..got.len()]);
         prop_assert_eq!(more, got.len() < want.len());
+    }
+}
+
+/// Regression: a reply status of `i32::MIN` made the client panic negating it into an errno
+/// (overflow); statuses that are not 0 or a negative errno are now refused when decoded.
+#[test]
+fn reply_statuses_outside_the_errno_range_are_refused() {
+    for status in [i32::MIN, -ERRNO_MAX - 1, 1, i32::MAX] {
+        let reply = WireReply {
+            status,
+            ..Default::default()
+        };
+        let decoded = decode_reply(bytemuck::bytes_of(&reply));
+        assert_eq!(decoded, Err(ProtoError::BadStatus(status)));
+    }
+    for status in [0, -libc::ENOENT, -ERRNO_MAX] {
+        let reply = WireReply {
+            status,
+            ..Default::default()
+        };
+        assert_eq!(decode_reply(bytemuck::bytes_of(&reply)), Ok(reply));
     }
 }
 
