@@ -93,6 +93,20 @@ impl Context {
     }
 }
 
+/// UCX settings that keep endpoint creation from blocking on an unreachable peer: UCX
+/// connects TCP sockets inside `ucp_ep_create`, by default with a blocking `connect()` that a
+/// peer whose link is down holds for the kernel's SYN retries (over two minutes); with
+/// non-blocking connects the failure arrives later, as an endpoint error or a request
+/// deadline. Empty when the user set `UCX_TCP_CONN_NB`, which then applies as given.
+/// (`UCX_TCP_SYN_CNT` would bound the blocking connect instead, but UCX 1.12 and 1.13 fail to
+/// create workers when it is set.)
+pub fn nonblocking_connect_settings() -> Vec<(String, String)> {
+    match std::env::var_os("UCX_TCP_CONN_NB") {
+        Some(_) => Vec::new(),
+        None => vec![("CONN_NB".to_string(), "y".to_string())],
+    }
+}
+
 /// Whether a `UCX_TLS` value names a transport with peer failure detection: a network
 /// transport (TCP, InfiniBand RC/DC/UD and their aliases), `all`, or an exclusion list
 /// (`^...`), which leaves the network transports in.

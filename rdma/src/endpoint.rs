@@ -120,7 +120,9 @@ impl Endpoint {
     /// can detect a dead peer (TCP, InfiniBand); with shared memory alone it refuses such an
     /// endpoint as unreachable (and logs an error line), and the endpoint is then created
     /// without failure detection. When the context's transports are known to be shared memory
-    /// alone ([`crate::Context::peer_failure_possible`]) it is not asked at all. Without failure
+    /// alone ([`crate::Context::peer_failure_possible`]) it is not asked at all, and once such an
+    /// endpoint was granted on this worker, "unreachable" is the peer's state and returned as
+    /// an error (no second connect attempt). Without failure
     /// detection ([`Endpoint::detects_failure`] is `false`) a dead peer is noticed by request
     /// deadlines instead.
     pub fn connect(worker: &Worker, address: &[u8]) -> Result<Endpoint> {
@@ -130,9 +132,16 @@ impl Endpoint {
         if !worker.context().peer_failure_possible() {
             return Endpoint::create(worker, address, false);
         }
+        let works = &worker.inner().peer_mode_works;
         match Endpoint::create(worker, address, true) {
-            Err(Error::Ucx { status, .. }) if status.errno() == libc::EHOSTUNREACH => {
+            Err(Error::Ucx { status, .. })
+                if status.errno() == libc::EHOSTUNREACH && !works.get() =>
+            {
                 Endpoint::create(worker, address, false)
+            }
+            Ok(ep) => {
+                works.set(true);
+                Ok(ep)
             }
             result => result,
         }

@@ -73,6 +73,9 @@ pub(crate) struct WorkerInner {
     #[allow(clippy::vec_box)]
     handlers: RefCell<Vec<Box<HandlerArg>>>,
     context: Arc<Context>,
+    /// Whether an endpoint with peer failure detection was ever created on this worker: then
+    /// "unreachable" from a later one means the peer, not the transports.
+    pub(crate) peer_mode_works: std::cell::Cell<bool>,
 }
 
 impl WorkerInner {
@@ -234,6 +237,7 @@ impl Worker {
                 queue: Box::new(RefCell::new(VecDeque::new())),
                 handlers: RefCell::new(Vec::new()),
                 context: context.clone(),
+                peer_mode_works: std::cell::Cell::new(false),
             }),
         })
     }

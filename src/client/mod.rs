@@ -207,9 +207,11 @@ impl Client {
         let deadline = Instant::now() + config.connect_timeout;
         let targets = registry.wait(config.expected_servers, deadline)?;
         let secret = *registry.read_secret()?.as_bytes();
-        let settings: Vec<(&str, &str)> = config
-            .ucx_settings
+        // Caller's settings come last and win.
+        let connect = crate::rdma::context::nonblocking_connect_settings();
+        let settings: Vec<(&str, &str)> = connect
             .iter()
+            .chain(&config.ucx_settings)
             .map(|(k, v)| (k.as_str(), v.as_str()))
             .collect();
         let context = Context::with_settings(&settings)?;

@@ -203,9 +203,11 @@ impl Shard {
             .map_err(Failure::storage)?;
         let meta = MetaService::open(&config.data_dir.join("meta"), config.rank, config.shard)
             .map_err(Failure::storage)?;
-        let settings: Vec<(&str, &str)> = config
-            .ucx_settings
+        // Caller's settings come last and win.
+        let connect = crate::rdma::context::nonblocking_connect_settings();
+        let settings: Vec<(&str, &str)> = connect
             .iter()
+            .chain(&config.ucx_settings)
             .map(|(k, v)| (k.as_str(), v.as_str()))
             .collect();
         let context = Context::with_settings(&settings).map_err(Failure::rdma)?;
