@@ -37,6 +37,10 @@ BENCHFS_BLOCK=8m BENCHFS_FILES=100 "$root/scripts/run_local.sh"
 step "cargo build --lib (libbenchfs.so for the C tests)"
 cargo build --workspace --lib --quiet
 
+# Every decoder of hostile input fuzzed briefly (builds the cargo-fuzz targets of tests/fuzz).
+step "fuzz targets, 5 s each (scripts/fuzz.sh)"
+"$root/scripts/fuzz.sh" 5
+
 step "cargo test"
 log="$(mktemp)"
 trap 'rm -f "$log"' EXIT
