@@ -253,3 +253,90 @@ fn a_server_killed_during_writes_keeps_every_acknowledged_file() {
         }
     }
 }
+
+/// Waits until every target has only `own` connections, no waiting request and every slot
+/// free; returns the last counters otherwise.
+fn settled(client: &mut Client, own: u64, within: Duration) -> Result<(), String> {
+    let until = Instant::now() + within;
+    loop {
+        let stats = client.target_stats().map_err(|e| e.to_string())?;
+        let busy: Vec<String> = stats
+            .iter()
+            .filter(|s| s.connections != own || s.queue_depth != 0 || s.free_slots != s.slots)
+            .map(|s| {
+                format!(
+                    "server {} shard {}: {} connections, {} waiting, {}/{} slots free",
+                    s.rank, s.shard, s.connections, s.queue_depth, s.free_slots, s.slots
+                )
+            })
+            .collect();
+        if busy.is_empty() {
+            return Ok(());
+        }
+        if Instant::now() >= until {
+            return Err(busy.join("\n"));
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn killed_clients_are_forgotten(transport: Transport) {
+    use std::os::unix::process::CommandExt;
+    let cluster = Cluster::start(Options::new(transport));
+    let mut load = cluster
+        .command_on(None, env!("CARGO_BIN_EXE_benchfs-load"))
+        .arg("--registry")
+        .arg(cluster.registry())
+        .args(["--procs", "4", "--pattern", "shared", "--transfer", "4m"])
+        .args(["--block", "256m", "--dir", "/killed"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .process_group(0)
+        .spawn()
+        .unwrap();
+    let mut client = connect(&cluster);
+    // Kill the load (all its processes) while it has transfers in flight on every target.
+    let until = Instant::now() + Duration::from_secs(30);
+    loop {
+        let stats = client.target_stats().unwrap();
+        if stats
+            .iter()
+            .all(|s| s.connections > 1 && s.bytes_written > 0)
+        {
+            break;
+        }
+        assert!(
+            Instant::now() < until,
+            "the load never reached every target"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // SAFETY: kill has no memory preconditions; the group is the load's.
+    unsafe { libc::kill(-(load.id() as i32), libc::SIGKILL) };
+    let _ = load.wait();
+    settled(&mut client, 1, Duration::from_secs(20)).unwrap_or_else(|busy| {
+        let tail = |rank| {
+            let log = cluster.log(rank);
+            let lines: Vec<&str> = log.lines().collect();
+            lines[lines.len().saturating_sub(20)..].join("\n")
+        };
+        panic!(
+            "the servers still hold the killed clients':\n{busy}\nserver 0:\n{}\nserver 1:\n{}",
+            tail(0),
+            tail(1)
+        )
+    });
+    // And they serve as before.
+    write_all(&mut client, "/after", &content(7, 1 << 20)).unwrap();
+    assert!(read_all(&mut client, "/after").unwrap() == content(7, 1 << 20));
+}
+
+#[test]
+fn servers_forget_killed_clients_over_tcp() {
+    killed_clients_are_forgotten(Transport::Tcp);
+}
+
+#[test]
+fn servers_forget_killed_clients_between_hosts() {
+    killed_clients_are_forgotten(Transport::Hosts);
+}

@@ -97,14 +97,34 @@ impl Context {
 /// connects TCP sockets inside `ucp_ep_create`, by default with a blocking `connect()` that a
 /// peer whose link is down holds for the kernel's SYN retries (over two minutes); with
 /// non-blocking connects the failure arrives later, as an endpoint error or a request
-/// deadline. Empty when the user set `UCX_TCP_CONN_NB`, which then applies as given.
+/// deadline. Empty when the user set `UCX_TCP_CONN_NB`, which then applies as given, or when
+/// the transports (`TLS` in `settings`, else `UCX_TLS`) exclude TCP (UCX would warn about an
+/// unused setting).
 /// (`UCX_TCP_SYN_CNT` would bound the blocking connect instead, but UCX 1.12 and 1.13 fail to
 /// create workers when it is set.)
-pub fn nonblocking_connect_settings() -> Vec<(String, String)> {
-    match std::env::var_os("UCX_TCP_CONN_NB") {
-        Some(_) => Vec::new(),
-        None => vec![("CONN_NB".to_string(), "y".to_string())],
+pub fn nonblocking_connect_settings(settings: &[(String, String)]) -> Vec<(String, String)> {
+    let tls = settings
+        .iter()
+        .rev()
+        .find(|(name, _)| name == "TLS")
+        .map(|(_, value)| value.clone())
+        .or_else(|| std::env::var("UCX_TLS").ok());
+    let tcp_possible = tls.as_deref().is_none_or(|tls| {
+        let tls = tls.trim();
+        match tls.strip_prefix('^') {
+            Some(excluded) => !excluded.split(',').any(|t| t.trim() == "tcp"),
+            None => {
+                tls.is_empty()
+                    || tls
+                        .split(',')
+                        .any(|t| t.trim() == "all" || t.trim().starts_with("tcp"))
+            }
+        }
+    });
+    if !tcp_possible || std::env::var_os("UCX_TCP_CONN_NB").is_some() {
+        return Vec::new();
     }
+    vec![("CONN_NB".to_string(), "y".to_string())]
 }
 
 /// Whether a `UCX_TLS` value names a transport with peer failure detection: a network
@@ -145,7 +165,22 @@ impl Drop for Context {
 
 #[cfg(test)]
 mod tests {
-    use super::can_detect_peer_failure;
+    use super::{can_detect_peer_failure, nonblocking_connect_settings};
+
+    #[test]
+    fn nonblocking_connects_only_where_tcp_may_be_used() {
+        let with = |tls: &str| nonblocking_connect_settings(&[("TLS".into(), tls.into())]);
+        for tls in ["tcp", "posix,tcp", "all", "^rc", ""] {
+            assert_eq!(
+                with(tls),
+                [("CONN_NB".to_string(), "y".to_string())],
+                "{tls}"
+            );
+        }
+        for tls in ["posix,cma", "rc_x,sm", "^tcp"] {
+            assert!(with(tls).is_empty(), "{tls}");
+        }
+    }
 
     #[test]
     fn shared_memory_alone_cannot_detect_a_dead_peer() {

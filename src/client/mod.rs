@@ -208,7 +208,7 @@ impl Client {
         let targets = registry.wait(config.expected_servers, deadline)?;
         let secret = *registry.read_secret()?.as_bytes();
         // Caller's settings come last and win.
-        let connect = crate::rdma::context::nonblocking_connect_settings();
+        let connect = crate::rdma::context::nonblocking_connect_settings(&config.ucx_settings);
         let settings: Vec<(&str, &str)> = connect
             .iter()
             .chain(&config.ucx_settings)

@@ -55,7 +55,16 @@ pub(super) struct Task {
     stage: Stage,
     chunk_len: u64,
     deadline: Instant,
+    /// When a transfer of a client whose connection failed is given up (see
+    /// [`DEAD_CLIENT_GRACE`]).
+    abandon_at: Option<Instant>,
 }
+
+/// How long a transfer of a client whose connection failed may stay after its cancellation.
+/// UCX cannot cancel a rendezvous receive whose sender died: the request would hold its slot
+/// forever. Once the connection failed no more data can arrive for it, so after this grace the
+/// request is left to UCX and the slot reused.
+const DEAD_CLIENT_GRACE: std::time::Duration = std::time::Duration::from_secs(1);
 
 impl Task {
     /// A sync task (no slot, waits in the chunk store).
@@ -70,6 +79,7 @@ impl Task {
             stage: Stage::Disk,
             chunk_len: 0,
             deadline: Instant::now(),
+            abandon_at: None,
         }
     }
 }
@@ -213,6 +223,7 @@ impl Shard {
             stage: Stage::Disk,
             chunk_len: 0,
             deadline: Instant::now() + self.config.transfer_timeout,
+            abandon_at: None,
         };
         let tag = self.tasks.insert(task).expect("room checked");
         let result = if w.wire.op == Op::Read as u16 {
@@ -398,8 +409,9 @@ impl Shard {
     }
 
     /// Moves tasks whose network transfer finished to their next stage; whether any moved.
-    /// A transfer still running at its deadline (a client that stopped answering) is
-    /// cancelled: its request completes with an error and the task frees its slot.
+    /// A transfer still running at its deadline (a client that stopped answering) or whose
+    /// client connection failed (a client that died) is cancelled: its request completes with
+    /// an error and the task frees its slot.
     pub(super) fn advance_transfers(&mut self) -> bool {
         let mut moved = false;
         let now = Instant::now();
@@ -407,7 +419,18 @@ impl Shard {
             let Some(task) = self.tasks.get_mut(tag) else {
                 continue;
             };
-            if now >= task.deadline {
+            // A client whose connection failed (a killed rank) will never complete its
+            // transfers: cancel them now instead of holding the slot until the deadline.
+            let client_gone = task.ep.failed().is_some();
+            if client_gone && !matches!(task.stage, Stage::Disk) {
+                let at = *task.abandon_at.get_or_insert(now + DEAD_CLIENT_GRACE);
+                if now >= at {
+                    self.abandon(tag);
+                    moved = true;
+                    continue;
+                }
+            }
+            if now >= task.deadline || client_gone {
                 match &task.stage {
                     Stage::Disk => {}
                     Stage::Fetching(r) => r.cancel(),
@@ -437,6 +460,28 @@ impl Shard {
             self.transfer_done(tag, result);
         }
         moved
+    }
+
+    /// Gives up the transfer of task `tag`, whose client connection failed and whose
+    /// requests did not complete when cancelled: they are left to UCX, the slot is reused.
+    fn abandon(&mut self, tag: u64) {
+        let mut task = self.tasks.remove(tag).expect("live task");
+        match std::mem::replace(&mut task.stage, Stage::Disk) {
+            Stage::Disk => {}
+            Stage::Fetching(r) | Stage::Replying(r) => r.detach(),
+            Stage::Sending(put, flush) => {
+                put.detach();
+                flush.detach();
+            }
+        }
+        if let Some(slot) = task.slot.take() {
+            self.store.release_slot(slot);
+        }
+        self.stats.errors += 1;
+        log::warn!(
+            "request {} of a failed client connection abandoned after cancelling",
+            task.request_id
+        );
     }
 
     fn transfer_done(&mut self, tag: u64, result: crate::rdma::Result<()>) {

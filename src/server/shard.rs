@@ -204,7 +204,7 @@ impl Shard {
         let meta = MetaService::open(&config.data_dir.join("meta"), config.rank, config.shard)
             .map_err(Failure::storage)?;
         // Caller's settings come last and win.
-        let connect = crate::rdma::context::nonblocking_connect_settings();
+        let connect = crate::rdma::context::nonblocking_connect_settings(&config.ucx_settings);
         let settings: Vec<(&str, &str)> = connect
             .iter()
             .chain(&config.ucx_settings)
