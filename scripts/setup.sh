@@ -15,6 +15,8 @@ packages=(
     libhwloc-dev hwloc
     # MPI launchers for benchfsd and IOR, fio as the storage reference, iproute2 for netns tests.
     openmpi-bin libopenmpi-dev fio iproute2
+    # e2fsprogs: the disk-full test formats a small loop-mounted file system.
+    e2fsprogs
 )
 
 missing=()

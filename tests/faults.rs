@@ -340,3 +340,90 @@ fn servers_forget_killed_clients_over_tcp() {
 fn servers_forget_killed_clients_between_hosts() {
     killed_clients_are_forgotten(Transport::Hosts);
 }
+
+/// A small ext4 file system on a loop device, unmounted on drop.
+struct SmallDisk {
+    mountpoint: std::path::PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl SmallDisk {
+    fn new(mib: u32) -> SmallDisk {
+        let dir = common::disk_tempdir();
+        let image = dir.path().join("disk.img");
+        let mountpoint = dir.path().join("mnt");
+        std::fs::create_dir(&mountpoint).unwrap();
+        let run = |cmd: &mut std::process::Command| {
+            let out = cmd.output().expect("runs (e2fsprogs and mount are needed)");
+            assert!(
+                out.status.success(),
+                "{cmd:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        };
+        run(std::process::Command::new("truncate")
+            .arg(format!("--size={mib}M"))
+            .arg(&image));
+        run(std::process::Command::new("mkfs.ext4")
+            .args(["-q", "-F"])
+            .arg(&image));
+        run(std::process::Command::new("mount")
+            .args(["-o", "loop"])
+            .arg(&image)
+            .arg(&mountpoint));
+        SmallDisk {
+            mountpoint,
+            _dir: dir,
+        }
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg(&self.mountpoint)
+            .output();
+    }
+}
+
+#[test]
+fn a_full_disk_fails_writes_with_enospc_and_keeps_what_was_written() {
+    let disk = SmallDisk::new(96);
+    let mut options = Options::new(Transport::Tcp);
+    options.servers = 1;
+    options.shards = 1;
+    options.data_dir = Some(disk.mountpoint.join("data"));
+    let cluster = Cluster::start(options);
+    let mut client = connect(&cluster);
+    let mut written = Vec::new();
+    let mut refused = None;
+    for i in 0..40u64 {
+        let path = format!("/fill{i}");
+        let data = content(i, (8 << 20) + 4097);
+        match write_all(&mut client, &path, &data) {
+            Ok(()) => written.push((path, data)),
+            Err(e) => {
+                refused = Some(e);
+                break;
+            }
+        }
+    }
+    let err = refused.expect("a 96 MiB disk fills up");
+    assert_eq!(err.errno(), libc::ENOSPC, "{err}");
+    assert!(written.len() >= 4, "only {} files fit", written.len());
+    // Everything closed before is intact, and the server still serves reads.
+    for (path, data) in &written {
+        assert!(
+            read_all(&mut client, path).unwrap() == *data,
+            "{path} damaged"
+        );
+    }
+    // Freeing space makes writes work again.
+    for (path, _) in written.drain(..2) {
+        client.unlink(&path).unwrap();
+    }
+    write_all(&mut client, "/after", &content(99, 4 << 20)).unwrap();
+    assert!(read_all(&mut client, "/after").unwrap() == content(99, 4 << 20));
+    drop(client);
+    drop(cluster);
+}

@@ -63,6 +63,8 @@ pub struct Options {
     pub transport: Transport,
     pub slab: &'static str,
     pub extra: Vec<String>,
+    /// The servers' data directory (default: `data` in the cluster's directory).
+    pub data_dir: Option<PathBuf>,
 }
 
 impl Options {
@@ -73,6 +75,7 @@ impl Options {
             transport,
             slab: "16m",
             extra: Vec::new(),
+            data_dir: None,
         }
     }
 }
@@ -120,7 +123,10 @@ impl Cluster {
     }
 
     pub fn data(&self) -> PathBuf {
-        self.root.path().join("data")
+        match &self.options.data_dir {
+            Some(dir) => dir.clone(),
+            None => self.root.path().join("data"),
+        }
     }
 
     pub fn log_path(&self, rank: u32) -> PathBuf {
