@@ -29,9 +29,7 @@ fn four_servers() -> Cluster {
     Cluster::start(Options {
         servers: 4,
         shards: 1,
-        transport: Transport::Tcp,
-        slab: "16m",
-        extra: vec![],
+        ..Options::new(Transport::Tcp)
     })
 }
 
