@@ -3,7 +3,8 @@
 //! linked with `pkg-config --cflags --libs benchfs` alone.
 //!
 //! - `c_api_test.c`: every function and the bad-input table, built with AddressSanitizer and
-//!   UBSan, against a cluster over TCP and over shared memory;
+//!   UBSan, against a cluster over TCP, over shared memory and on other hosts (network
+//!   namespaces);
 //! - `mpi_patterns_test.c`: IOR's patterns from `mpirun -np 4` ranks, every byte verified;
 //! - `embedded_test.c`: `mpirun -np 2` ranks that are servers and clients at once.
 
@@ -85,9 +86,7 @@ fn c_program_against(transport: Transport) {
     let dir = common::disk_tempdir();
     let exe = compile("cc", "c_api_test", true, dir.path());
     let cluster = Cluster::start(Options::new(transport));
-    let run = sanitizer_env(&mut Command::new(&exe))
-        .env("BENCHFS_REGISTRY", cluster.registry())
-        .envs(transport.env())
+    let run = sanitizer_env(&mut cluster.client_command(&exe))
         .output()
         .expect("c_api_test runs");
     assert!(
@@ -112,6 +111,11 @@ fn c_program_passes_against_a_tcp_cluster() {
 #[test]
 fn c_program_passes_against_a_shared_memory_cluster() {
     c_program_against(Transport::Shm);
+}
+
+#[test]
+fn c_program_passes_against_servers_on_other_hosts() {
+    c_program_against(Transport::Hosts);
 }
 
 /// `mpirun` with what running as root on a small machine needs, the transport's variables
