@@ -42,6 +42,8 @@
 set -euo pipefail
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+# shellcheck source=scripts/bench_lib.sh
+source "$root/scripts/bench_lib.sh"
 bin="$root/target/release"
 me="bench.sh"
 size_mib="${BENCH_SIZE_MIB:-1024}"
@@ -102,29 +104,6 @@ while read -r name; do
     daemon_env+=(-u "$name")
 done < <(compgen -e | grep '^BENCHFS_' || true)
 
-# alive PID: whether PID exists and has not exited.
-alive() {
-    local state
-    state="$(awk '{ print $3 }' "/proc/$1/stat" 2>/dev/null)" || return 1
-    [ -n "$state" ] && [ "$state" != Z ]
-}
-
-# wait_gone SECONDS PID...: waits until none of the PIDs runs; fails on timeout.
-wait_gone() {
-    local limit=$(($1 * 10)) i pid left
-    shift
-    for ((i = 0; i <= limit; i++)); do
-        left=0
-        for pid in "$@"; do
-            if alive "$pid"; then
-                left=1
-            fi
-        done
-        [ "$left" -eq 0 ] && return 0
-        sleep 0.1
-    done
-    return 1
-}
 
 kill_servers() {
     local pid
@@ -201,9 +180,9 @@ start_cluster() {
     "$bin/benchfsctl" --registry "$work/registry" --servers "$servers" wait --timeout 60 \
         >/dev/null &
     waiter_pid=$!
-    while alive "$waiter_pid"; do
+    while proc_alive "$waiter_pid"; do
         for pid in "${server_pids[@]}"; do
-            alive "$pid" || die "a server exited during start-up"
+            proc_alive "$pid" || die "a server exited during start-up"
         done
         sleep 0.1
     done

@@ -1,5 +1,5 @@
 # shellcheck shell=bash
-# Shared by the benchmark scripts; source it, do not run it.
+# Shared by the scripts (benchmarks, local cluster, IOR runner); source it, do not run it.
 
 # bench_driver NAME: builds the benchmark target NAME (benches/NAME.rs) in the bench profile
 # and prints the path of its binary, so that the scripts time the binary itself rather than
