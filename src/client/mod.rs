@@ -286,7 +286,16 @@ impl Client {
             self.refresh_target(target);
         }
         if self.conns[target].is_none() {
-            let conn = self.open_conn(target)?;
+            let conn = match self.open_conn(target) {
+                Ok(conn) => conn,
+                Err(e) => {
+                    // The next attempt takes the newest entry: a server that restarted after
+                    // this attempt (or was not yet published when the failed endpoint was
+                    // dropped) has a new address.
+                    self.refresh_target(target);
+                    return Err(e);
+                }
+            };
             self.conns[target] = Some(conn);
         }
         Ok(self.conns[target].as_ref().expect("just made"))
