@@ -91,6 +91,8 @@ typedef struct benchfs_statfs {
  *   shards=N             shards of the embedded server (default 1)
  *   slab_size=64m        registered buffer slab of each of its shards
  * Unknown keys give -EINVAL. Nested calls only count references (their options must agree).
+ * With server=1 the last benchfs_finalize stops this process's server: in a job whose ranks
+ * serve each other, call it only once every rank is done (e.g. after MPI_Barrier).
  */
 int benchfs_init(const char *registry, const char *options);
 /* Drops one reference; the last one closes every handle, disconnects and stops an embedded
