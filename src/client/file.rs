@@ -452,7 +452,18 @@ impl Client {
                         p.len,
                         timeout,
                     )
-                    .map_err(|e| Error::Invalid(format!("{name}: inline data: {e}")))?;
+                    .map_err(|e| match e {
+                        // A transport failure (a deadline, a dead server) is EIO/ETIMEDOUT,
+                        // not a bad argument.
+                        Received::Failed(source) => Error::Transport {
+                            op: "read",
+                            target: format!("target {} (data of chunk {})", p.target, p.index),
+                            source,
+                        },
+                        Received::Malformed(why) => {
+                            Error::Invalid(format!("{name}: inline data: {why}"))
+                        }
+                    })?;
                 }
                 Ok(())
             },
@@ -508,12 +519,12 @@ fn receive_inline(
     dst: *mut u8,
     len: usize,
     timeout: std::time::Duration,
-) -> std::result::Result<(), String> {
+) -> std::result::Result<(), Received> {
     if message.data_len() != len {
-        return Err(format!(
+        return Err(Received::Malformed(format!(
             "{} bytes for a {len}-byte piece",
             message.data_len()
-        ));
+        )));
     }
     if let Some(data) = message.data() {
         // SAFETY: `dst..dst + len` lies inside the caller's buffer, borrowed for the whole
@@ -522,8 +533,16 @@ fn receive_inline(
         return Ok(());
     }
     // SAFETY: as above; the request is waited for before the buffer is used again.
-    let request = unsafe { message.receive_into(dst, len) }.map_err(|e| e.to_string())?;
-    request.wait(timeout).map(|_| ()).map_err(|e| e.to_string())
+    let request = unsafe { message.receive_into(dst, len) }.map_err(Received::Failed)?;
+    request.wait(timeout).map(|_| ()).map_err(Received::Failed)
+}
+
+/// Why the data of a reply could not be received.
+enum Received {
+    /// The reply's data does not match the request.
+    Malformed(String),
+    /// The transport failed or the deadline passed.
+    Failed(crate::rdma::Error),
 }
 
 pub(crate) fn op_name(op: Op) -> &'static str {
