@@ -427,3 +427,54 @@ fn a_full_disk_fails_writes_with_enospc_and_keeps_what_was_written() {
     drop(client);
     drop(cluster);
 }
+
+/// A read that failed (its server stopped in the middle of sending the data) must not write
+/// into the caller's buffer afterwards, when the server resumes.
+#[test]
+fn a_failed_read_never_writes_into_the_buffer_later() {
+    let mut options = Options::new(Transport::Tcp);
+    options.servers = 1;
+    options.shards = 1;
+    let cluster = Cluster::start(options);
+    let mut client = connect(&cluster);
+    let len = 64 << 20;
+    write_all(&mut client, "/big", &content(5, len)).unwrap();
+    write_all(&mut client, "/small", &content(6, 4096)).unwrap();
+    let pid = cluster.pid(0) as i32;
+    let mut buf = vec![0u8; len];
+    let mut failed_reads = 0;
+    for attempt in 0..40u64 {
+        let file = client.open("/big", OpenFlags::READ, 0).unwrap();
+        let stopper = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_micros(500 + attempt * 700));
+            // SAFETY: kill has no memory preconditions.
+            unsafe { libc::kill(pid, libc::SIGSTOP) };
+        });
+        let result = client.read_at(&file, &mut buf, 0);
+        stopper.join().unwrap();
+        let resume = Resume(pid);
+        if result.is_ok() {
+            drop(resume);
+            let _ = client.close(file);
+            continue;
+        }
+        failed_reads += 1;
+        buf.fill(0xaa);
+        drop(resume);
+        // Let the resumed server finish whatever it was sending, and the client progress.
+        let until = Instant::now() + Duration::from_secs(2);
+        while Instant::now() < until {
+            let _ = read_all(&mut client, "/small");
+        }
+        let changed = buf.iter().position(|&b| b != 0xaa);
+        assert_eq!(
+            changed, None,
+            "attempt {attempt}: the failed read wrote later"
+        );
+        let _ = client.close(file);
+        if failed_reads >= 3 {
+            break;
+        }
+    }
+    assert!(failed_reads > 0, "no read was caught in the middle");
+}

@@ -7,7 +7,9 @@
 //! (shared memory alone) get an endpoint without detection; see [`Endpoint::connect`].
 //!
 //! Teardown: dropping the last handle closes the endpoint (flushing it when healthy, forcibly
-//! when failed) and progresses the worker until the close completes or a grace period passes.
+//! when failed) and progresses the worker until the close completes or a grace period passes;
+//! [`Endpoint::abort`] closes it forcibly at once (every later operation fails as on a failed
+//! endpoint, before touching the dead handle).
 //! Remote keys unpacked on an endpoint and requests started on it keep it alive.
 
 use std::cell::Cell;
@@ -47,6 +49,10 @@ pub(crate) struct EpInner {
     shared: *const EpShared,
     worker: Rc<WorkerInner>,
     detects_failure: bool,
+    /// Whether the endpoint was closed ([`Endpoint::abort`]); the handle is then dead.
+    closed: Cell<bool>,
+    /// Whether the close completed, so the error handler can no longer run.
+    settled: Cell<bool>,
 }
 
 impl EpInner {
@@ -60,9 +66,13 @@ impl EpInner {
     }
 }
 
-impl Drop for EpInner {
-    fn drop(&mut self) {
-        let force = self.failure().is_some();
+impl EpInner {
+    /// Closes the endpoint (forcibly if `force`) and progresses the worker until the close
+    /// completes or a grace period passes. Once only: the handle is dead afterwards.
+    fn close(&self, force: bool) {
+        if self.closed.replace(true) {
+            return;
+        }
         let flags = if force {
             ucp_ep_close_flags_t::UCP_EP_CLOSE_FLAG_FORCE.0
         } else {
@@ -77,7 +87,7 @@ impl Drop for EpInner {
             0,
             Keep::default(),
             |param| {
-                // SAFETY: the endpoint is live and closed exactly once, here.
+                // SAFETY: the endpoint is live and closed exactly once (`closed` was false).
                 unsafe { ucp_ep_close_nbx(handle, param) }
             },
         );
@@ -90,7 +100,14 @@ impl Drop for EpInner {
             settled = request.is_done();
             request.detach();
         }
-        if settled {
+        self.settled.set(settled);
+    }
+}
+
+impl Drop for EpInner {
+    fn drop(&mut self) {
+        self.close(self.failure().is_some());
+        if self.settled.get() {
             // SAFETY: the endpoint is closed; its error handler cannot run any more.
             drop(unsafe { Rc::from_raw(self.shared) });
         }
@@ -183,6 +200,8 @@ impl Endpoint {
                 shared,
                 worker: inner,
                 detects_failure: detect_failure,
+                closed: Cell::new(false),
+                settled: Cell::new(false),
             }),
         })
     }
@@ -190,6 +209,21 @@ impl Endpoint {
     /// Whether UCX reports the peer's death on this endpoint (see [`Endpoint::connect`]).
     pub fn detects_failure(&self) -> bool {
         self.inner.detects_failure
+    }
+
+    /// Closes the connection now, forcibly, whatever other handles to it exist: operations in
+    /// flight on it end with an error and no data arrives through it any more (UCX discards
+    /// its transport connections). For a transfer that could not be cancelled and must not
+    /// touch its memory later. The endpoint counts as failed from then on.
+    pub fn abort(&self) {
+        // SAFETY: shared lives as long as the endpoint (released in Drop).
+        let shared = unsafe { &*self.inner.shared };
+        if shared.failed.get().is_none() {
+            shared
+                .failed
+                .set(Some(ucs_status_t::UCS_ERR_CANCELED as i8));
+        }
+        self.inner.close(true);
     }
 
     /// The failure the error handler reported, if the endpoint failed.
@@ -393,6 +427,7 @@ impl Endpoint {
 
     /// Unpacks a remote key the peer packed with [`crate::MemRegion::pack_rkey`].
     pub fn unpack_rkey(&self, packed: &[u8]) -> Result<RemoteKey> {
+        self.check_alive()?;
         RemoteKey::unpack(self.inner.clone(), packed)
     }
 }

@@ -402,6 +402,8 @@ impl Client {
         let file_id = file.inode.file_id;
         let name = op_name(op);
         let timeout = self.config.request_timeout;
+        // Targets whose reply data could not be received in full (see below).
+        let abandoned = std::cell::RefCell::new(Vec::new());
         let result = self.batch(
             name,
             parts.len(),
@@ -454,7 +456,9 @@ impl Client {
                     )
                     .map_err(|e| match e {
                         // A transport failure (a deadline, a dead server) is EIO/ETIMEDOUT,
-                        // not a bad argument.
+                        // not a bad argument. UCX cannot cancel a rendezvous receive that has
+                        // started: its data could still land in the caller's buffer after
+                        // this call returned, so the connection is aborted before that.
                         Received::Failed(source) => Error::Transport {
                             op: "read",
                             target: format!("target {} (data of chunk {})", p.target, p.index),
@@ -463,11 +467,19 @@ impl Client {
                         Received::Malformed(why) => {
                             Error::Invalid(format!("{name}: inline data: {why}"))
                         }
+                    })
+                    .inspect_err(|e| {
+                        if matches!(e, Error::Transport { .. }) {
+                            abandoned.borrow_mut().push(p.target);
+                        }
                     })?;
                 }
                 Ok(())
             },
         );
+        for target in abandoned.into_inner() {
+            self.abort_conn(target);
+        }
         if result.is_err() && region.is_some() {
             // A piece that failed (a deadline, say) may still be served later: dropping the
             // registration revokes the key on transports that check keys (InfiniBand), so a

@@ -301,6 +301,14 @@ impl Client {
         Ok(self.conns[target].as_ref().expect("just made"))
     }
 
+    /// Closes the connection to `target` at once (transfers on it can no longer touch the
+    /// caller's memory); the next request reconnects.
+    pub(crate) fn abort_conn(&mut self, target: usize) {
+        if let Some(conn) = self.conns[target].take() {
+            conn.ep.abort();
+        }
+    }
+
     /// Takes a newer registry entry of `target` if its server published one.
     fn refresh_target(&mut self, target: usize) {
         let (rank, shard) = (self.targets[target].rank, self.targets[target].shard);
@@ -548,8 +556,15 @@ impl Client {
                 continue;
             }
             for id in ready {
-                let (i, target, _) = inflight.remove(&id).expect("in flight");
+                let (i, target, send) = inflight.remove(&id).expect("in flight");
                 let result = self.arrived.remove(&id).expect("arrived");
+                if result.is_err() && send.as_ref().is_some_and(|s| !s.is_done()) {
+                    // The request failed (its deadline passed) while UCX may still be reading
+                    // the caller's data for it, which cannot be cancelled once started: abort
+                    // the connection so nothing reads the buffer after this call returned.
+                    self.abort_conn(target);
+                }
+                drop(send);
                 let outcome = self.decode(result, op, target).and_then(|(wire, reply)| {
                     if wire.status == -libc::EAGAIN {
                         return Ok(None);
