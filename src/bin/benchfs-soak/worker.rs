@@ -658,8 +658,10 @@ impl Worker<'_> {
         }
     }
 
-    /// Empty a subdirectory (unlinking its files) and remove it.
-    pub(crate) fn rmdir(&mut self) {
+    /// A random subdirectory without uncertain entries, and its certain entries. Without one,
+    /// does something else instead (a mkdir when there is no subdirectory, else a readdir)
+    /// and returns `None`.
+    fn settled_subdir(&mut self) -> Option<(String, Vec<String>)> {
         let subdirs: Vec<String> = self
             .dirs
             .iter()
@@ -667,12 +669,22 @@ impl Worker<'_> {
             .cloned()
             .collect();
         let Some(dir) = self.rng.pick(&subdirs).cloned() else {
-            return self.mkdir();
+            self.mkdir();
+            return None;
         };
         let (certain, uncertain) = self.children(&dir);
         if !uncertain.is_empty() {
-            return self.readdir();
+            self.readdir();
+            return None;
         }
+        Some((dir, certain))
+    }
+
+    /// Empty a subdirectory (unlinking its files) and remove it.
+    pub(crate) fn rmdir(&mut self) {
+        let Some((dir, certain)) = self.settled_subdir() else {
+            return;
+        };
         for path in &certain {
             if !self.unlink_path(path) {
                 return;
@@ -692,19 +704,9 @@ impl Worker<'_> {
 
     /// Rename a subdirectory (with its files) to a new name.
     pub(crate) fn rename_dir(&mut self) {
-        let subdirs: Vec<String> = self
-            .dirs
-            .iter()
-            .filter(|d| **d != self.root)
-            .cloned()
-            .collect();
-        let Some(from) = self.rng.pick(&subdirs).cloned() else {
-            return self.mkdir();
+        let Some((from, certain)) = self.settled_subdir() else {
+            return;
         };
-        let (certain, uncertain) = self.children(&from);
-        if !uncertain.is_empty() {
-            return self.readdir();
-        }
         let root = self.root.clone();
         let to = self.fresh_name(&root, "d");
         self.op("rename_dir");
