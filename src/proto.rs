@@ -84,6 +84,11 @@ pub enum Op {
     /// Drop data of `file_id` on this target from byte `offset` of chunk `chunk_index` on:
     /// that chunk is cut to `offset` bytes, later chunks are removed.
     TruncateChunks = 21,
+    /// Change the attributes of `path` (file or directory) that the flags name: the permission
+    /// bits to `mode` ([`FLAG_SET_MODE`]), the atime to `offset` ([`FLAG_SET_ATIME`]) and the
+    /// mtime to `len` ([`FLAG_SET_MTIME`]), both as i64 ns since the epoch; the ctime becomes
+    /// the server's time. The reply has the inode after.
+    SetAttr = 22,
 }
 
 impl Op {
@@ -111,6 +116,7 @@ impl Op {
             19 => DeleteInode,
             20 => Truncate,
             21 => TruncateChunks,
+            22 => SetAttr,
             _ => return None,
         })
     }
@@ -125,7 +131,19 @@ pub const FLAG_INLINE: u16 = 4;
 /// Read: the data comes back with the reply, sent from the shard's slot (by rendezvous above
 /// the transport's eager size), instead of being put into a buffer named by the request.
 pub const FLAG_REPLY_DATA: u16 = 8;
-const KNOWN_FLAGS: u16 = FLAG_EXCL | FLAG_SYNC | FLAG_INLINE | FLAG_REPLY_DATA;
+/// SetAttr: set the permission bits.
+pub const FLAG_SET_MODE: u16 = 16;
+/// SetAttr: set the atime.
+pub const FLAG_SET_ATIME: u16 = 32;
+/// SetAttr: set the mtime.
+pub const FLAG_SET_MTIME: u16 = 64;
+const KNOWN_FLAGS: u16 = FLAG_EXCL
+    | FLAG_SYNC
+    | FLAG_INLINE
+    | FLAG_REPLY_DATA
+    | FLAG_SET_MODE
+    | FLAG_SET_ATIME
+    | FLAG_SET_MTIME;
 
 /// Reply flag: the file existed before this create.
 pub const REPLY_EXISTED: u32 = 1;

@@ -217,12 +217,23 @@ impl std::fmt::Debug for Worker {
 impl Worker {
     /// Creates a worker of `context` for the calling thread, with wake-up on events.
     pub fn new(context: &Arc<Context>) -> Result<Worker> {
+        Worker::with_thread_mode(context, false)
+    }
+
+    /// As [`Worker::new`]; with `serialized`, UCX is told that several threads may use the
+    /// worker one at a time (`UCS_THREAD_MODE_SERIALIZED`), for an owner that moves it
+    /// between threads behind a lock.
+    pub fn with_thread_mode(context: &Arc<Context>, serialized: bool) -> Result<Worker> {
         // SAFETY: ucp_worker_params_t is plain data; fields outside field_mask are ignored.
         let mut params: ucp_worker_params_t = unsafe { std::mem::zeroed() };
         params.field_mask = (ucp_worker_params_field::UCP_WORKER_PARAM_FIELD_THREAD_MODE
             | ucp_worker_params_field::UCP_WORKER_PARAM_FIELD_EVENTS)
             .0 as u64;
-        params.thread_mode = ucs_thread_mode_t::UCS_THREAD_MODE_SINGLE;
+        params.thread_mode = if serialized {
+            ucs_thread_mode_t::UCS_THREAD_MODE_SERIALIZED
+        } else {
+            ucs_thread_mode_t::UCS_THREAD_MODE_SINGLE
+        };
         params.events = ucp_wakeup_event_types::UCP_WAKEUP_RMA as u32
             | ucp_wakeup_event_types::UCP_WAKEUP_TX as u32
             | ucp_wakeup_event_types::UCP_WAKEUP_RX as u32;

@@ -75,6 +75,18 @@ impl File {
     pub fn size(&self) -> u64 {
         self.inode.size.max(self.written_end)
     }
+
+    /// Whether the handle allows reads and writes.
+    pub fn flags(&self) -> OpenFlags {
+        self.flags
+    }
+
+    /// Records that the file was truncated to `size` (by [`Client::truncate_file`]): what this
+    /// handle wrote beyond is gone, so its close must not raise the size again.
+    fn truncated(&mut self, size: u64) {
+        self.inode.size = size;
+        self.written_end = self.written_end.min(size);
+    }
 }
 
 /// What stat returns. The layout is C's (`benchfs_stat_t` of the C API is this type), so the
@@ -495,6 +507,15 @@ impl Client {
         Ok(self.meta_call(Op::Lookup, &path, |_| {})?.0.inode.into())
     }
 
+    /// Sets the size of the open `file` to `size` (see [`Client::truncate`]); the handle's
+    /// own idea of the size follows, so its close publishes nothing beyond `size`.
+    pub fn truncate_file(&mut self, file: &mut File, size: u64) -> Result<()> {
+        let path = file.path.clone();
+        self.truncate(&path, size)?;
+        file.truncated(size);
+        Ok(())
+    }
+
     /// Removes `path` and frees its chunks on every target that holds some.
     pub fn unlink(&mut self, path: &str) -> Result<()> {
         let path = crate::path::normalize(path)?;
@@ -573,6 +594,7 @@ pub(crate) fn op_name(op: Op) -> &'static str {
         Op::Readdir => "readdir",
         Op::PutInode | Op::DeleteInode => "rename",
         Op::Truncate | Op::TruncateChunks => "truncate",
+        Op::SetAttr => "set attributes",
         _ => "request",
     }
 }

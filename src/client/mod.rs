@@ -104,6 +104,9 @@ pub struct ClientConfig {
     pub regcache_bytes: usize,
     /// UCX settings of the client's context.
     pub ucx_settings: Vec<(String, String)>,
+    /// The client will be used by several threads one at a time (its owner serialises them
+    /// and moves it between threads): its UCX worker is created for that.
+    pub serialized: bool,
 }
 
 impl ClientConfig {
@@ -120,6 +123,7 @@ impl ClientConfig {
             data_path: DataPath::Message,
             regcache_bytes: 1 << 30,
             ucx_settings: Vec::new(),
+            serialized: false,
         }
     }
 
@@ -215,7 +219,7 @@ impl Client {
             .map(|(k, v)| (k.as_str(), v.as_str()))
             .collect();
         let context = Context::with_settings(&settings)?;
-        let worker = Worker::new(&context)?;
+        let worker = Worker::with_thread_mode(&context, config.serialized)?;
         worker.listen(proto::AM_REPLY)?;
         worker.listen(proto::AM_REQUEST)?;
         let address = worker.address()?;

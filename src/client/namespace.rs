@@ -263,6 +263,33 @@ impl Client {
         Ok(())
     }
 
+    /// Changes the permission bits (`mode & 0o7777`), atime and mtime (ns since the epoch) of
+    /// the file or directory `path` where given; its ctime becomes now. Returns the result.
+    pub fn set_attr(
+        &mut self,
+        path: &str,
+        mode: Option<u32>,
+        atime_ns: Option<i64>,
+        mtime_ns: Option<i64>,
+    ) -> Result<crate::client::Stat> {
+        let path = crate::path::normalize(path)?;
+        let reply = self.meta_call(Op::SetAttr, &path, |w| {
+            if let Some(mode) = mode {
+                w.flags |= proto::FLAG_SET_MODE;
+                w.mode = mode & 0o7777;
+            }
+            if let Some(atime) = atime_ns {
+                w.flags |= proto::FLAG_SET_ATIME;
+                w.offset = atime as u64;
+            }
+            if let Some(mtime) = mtime_ns {
+                w.flags |= proto::FLAG_SET_MTIME;
+                w.len = mtime as u64;
+            }
+        })?;
+        Ok(reply.0.inode.into())
+    }
+
     /// Sets the size of file `path`: shrinking frees the data beyond on every target that
     /// holds some; growing reads as zeros.
     pub fn truncate(&mut self, path: &str, size: u64) -> Result<()> {

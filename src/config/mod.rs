@@ -100,6 +100,8 @@ pub const CLIENT_ENV_VARS: &[&str] = &[
     "BENCHFS_DATA_PATH",
     "BENCHFS_PIECE_BYTES",
     "BENCHFS_LOCAL_DIR",
+    "BENCHFS_MOUNT",
+    "BENCHFS_PRELOAD_DEBUG",
 ];
 /// Prefix of variables reserved for tests; the daemon ignores them.
 pub const TEST_ENV_PREFIX: &str = "BENCHFS_TEST_";

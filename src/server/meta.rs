@@ -190,6 +190,34 @@ impl MetaService {
         Ok(inode)
     }
 
+    /// Sets the permission bits (`mode & 0o7777`), atime and mtime of `path` where given; the
+    /// ctime becomes now. The root directory has no stored inode and refuses (`EPERM`).
+    pub fn set_attr(
+        &mut self,
+        path: &str,
+        mode: Option<u32>,
+        atime_ns: Option<i64>,
+        mtime_ns: Option<i64>,
+    ) -> Result<WireInode, Failure> {
+        if path == "/" {
+            return Err(Failure::new(
+                libc::EPERM,
+                "the root directory's attributes are fixed",
+            ));
+        }
+        let mut inode = self.lookup(path)?;
+        if let Some(mode) = mode {
+            inode.mode = (inode.mode & libc::S_IFMT) | (mode & 0o7777);
+        }
+        inode.atime_ns = atime_ns.unwrap_or(inode.atime_ns);
+        inode.mtime_ns = mtime_ns.unwrap_or(inode.mtime_ns);
+        inode.ctime_ns = now_ns();
+        self.log
+            .put(&inode_key(path), bytemuck::bytes_of(&inode))
+            .map_err(Failure::storage)?;
+        Ok(inode)
+    }
+
     /// Makes every mutation so far durable (fdatasync of the log).
     pub fn sync(&mut self) -> Result<(), Failure> {
         self.log.sync().map_err(Failure::storage)
@@ -244,5 +272,40 @@ mod tests {
         assert_eq!(meta.unlink("/f").unwrap().file_id, f.file_id);
         assert_eq!(meta.lookup("/f").unwrap_err().errno, libc::ENOENT);
         assert_eq!(meta.unlink("/f").unwrap_err().errno, libc::ENOENT);
+    }
+
+    #[test]
+    fn set_attr_changes_only_what_is_given_and_persists() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut meta = MetaService::open(dir.path(), 0, 0).unwrap();
+        let (f, _) = meta.create("/f", 0o644, 4096, false).unwrap();
+        let after = meta.set_attr("/f", Some(0o100_600), None, Some(7)).unwrap();
+        assert_eq!(after.mode, libc::S_IFREG | 0o600, "the file type stays");
+        assert_eq!((after.atime_ns, after.mtime_ns), (f.atime_ns, 7));
+        assert!(after.ctime_ns >= f.ctime_ns);
+        let after = meta.set_attr("/f", None, Some(5), None).unwrap();
+        assert_eq!(
+            (after.mode & 0o7777, after.atime_ns, after.mtime_ns),
+            (0o600, 5, 7)
+        );
+        assert_eq!(
+            meta.set_attr("/g", Some(0o600), None, None)
+                .unwrap_err()
+                .errno,
+            libc::ENOENT
+        );
+        assert_eq!(
+            meta.set_attr("/", Some(0o700), None, None)
+                .unwrap_err()
+                .errno,
+            libc::EPERM
+        );
+        drop(meta);
+        let meta = MetaService::open(dir.path(), 0, 0).unwrap();
+        let again = meta.lookup("/f").unwrap();
+        assert_eq!(
+            (again.mode, again.atime_ns, again.mtime_ns),
+            (libc::S_IFREG | 0o600, 5, 7)
+        );
     }
 }

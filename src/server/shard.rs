@@ -514,6 +514,12 @@ impl Shard {
                 }
                 inode
             }
+            Op::SetAttr => {
+                let mode = (wire.flags & proto::FLAG_SET_MODE != 0).then_some(wire.mode);
+                let atime = (wire.flags & proto::FLAG_SET_ATIME != 0).then_some(wire.offset as i64);
+                let mtime = (wire.flags & proto::FLAG_SET_MTIME != 0).then_some(wire.len as i64);
+                self.meta.set_attr(&path, mode, atime, mtime)?
+            }
             op => {
                 return Err(Failure::new(
                     libc::EINVAL,
