@@ -52,6 +52,8 @@ pub struct File {
     flags: OpenFlags,
     written_end: u64,
     wrote: bool,
+    /// Times were set explicitly after the last write: close leaves the mtime alone.
+    times_set: bool,
     dirty_targets: BTreeSet<usize>,
 }
 
@@ -79,6 +81,13 @@ impl File {
     /// Whether the handle allows reads and writes.
     pub fn flags(&self) -> OpenFlags {
         self.flags
+    }
+
+    /// Records that the file's times were set explicitly (utimes): its close then publishes
+    /// the size it wrote without moving the modification time past them, unless it writes
+    /// again first.
+    pub fn times_were_set(&mut self) {
+        self.times_set = true;
     }
 
     /// Records that the file was truncated to `size` (by [`Client::truncate_file`]): what this
@@ -241,6 +250,7 @@ impl Client {
             flags,
             written_end: 0,
             wrote: false,
+            times_set: false,
             dirty_targets: BTreeSet::new(),
         })
     }
@@ -331,7 +341,12 @@ impl Client {
             return Ok(());
         }
         let (id, end) = (file.inode.file_id, file.written_end);
-        let now = crate::server::meta::now_ns();
+        // A zero mtime leaves the inode's times as they are (the server only moves them on).
+        let now = if file.times_set {
+            0
+        } else {
+            crate::server::meta::now_ns()
+        };
         self.meta_call(Op::SetSize, &file.path, |w| {
             w.file_id = id;
             w.offset = end;
@@ -373,6 +388,7 @@ impl Client {
             file.dirty_targets.insert(p.target);
         }
         file.wrote = true;
+        file.times_set = false;
         file.written_end = file.written_end.max(offset + buf.len() as u64);
         Ok(buf.len())
     }

@@ -730,13 +730,22 @@ unsafe fn wanted_times(times: *const timespec) -> Result<(Option<i64>, Option<i6
     Ok((one(&pair[0])?, one(&pair[1])?))
 }
 
+/// Sets the times of `path`; the files of this process open on it then close without
+/// moving the modification time again (tar sets the times before it closes).
 fn set_times(path: &str, (atime, mtime): (Option<i64>, Option<i64>)) -> Result<c_int> {
     let mut state = state::lock();
     let client = state.client()?;
     if atime.is_none() && mtime.is_none() {
         client.stat(path)?;
-    } else {
-        client.set_attr(path, None, atime, mtime)?;
+        return Ok(0);
+    }
+    let st = client.set_attr(path, None, atime, mtime)?;
+    if mtime.is_some() {
+        state.each_file(|file| {
+            if file.file_id() == st.ino {
+                file.times_were_set();
+            }
+        });
     }
     Ok(0)
 }

@@ -300,6 +300,15 @@ impl State {
         }
     }
 
+    /// Calls `f` on every open file.
+    pub fn each_file(&mut self, mut f: impl FnMut(&mut File)) {
+        for desc in self.descs.iter_mut().flatten() {
+            if let What::File(file) = &mut desc.what {
+                f(file);
+            }
+        }
+    }
+
     /// BenchFS descriptors in `first..=last`.
     pub fn fds_in(&self, first: c_int, last: c_int) -> Vec<c_int> {
         let mut fds: Vec<c_int> = self
