@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs BenchFS under a prefix: the client library with its SONAME links, the C header,
-# the pkg-config file, and the benchfsd, benchfsctl and benchfs-load programs.
+# the pkg-config file, the LD_PRELOAD library (lib/libbenchfs_preload.so), and the benchfsd,
+# benchfsctl and benchfs-load programs.
 #
 # Usage: scripts/install.sh PREFIX
 #
@@ -20,7 +21,8 @@ prefix="$(cd "$1" && pwd)"
 
 log="$(mktemp)"
 trap 'rm -f "$log"' EXIT
-if ! (cd "$root" && cargo build --release --lib --bins --quiet) >"$log" 2>&1; then
+if ! (cd "$root" && cargo build --release --lib --bins --quiet &&
+    cargo build --release --quiet -p benchfs-preload) >"$log" 2>&1; then
     cat "$log" >&2
     echo "install.sh: the build failed" >&2
     exit 1
@@ -35,6 +37,7 @@ install -m 0755 "$build/libbenchfs.so" "$prefix/lib/libbenchfs.so.$version"
 ln -sfn "libbenchfs.so.$version" "$prefix/lib/libbenchfs.so.$major"
 ln -sfn "libbenchfs.so.$major" "$prefix/lib/libbenchfs.so"
 install -m 0644 "$root/include/benchfs_c_api.h" "$prefix/include/benchfs_c_api.h"
+install -m 0755 "$build/libbenchfs_preload.so" "$prefix/lib/libbenchfs_preload.so"
 for program in benchfsd benchfsctl benchfs-load; do
     install -m 0755 "$build/$program" "$prefix/bin/$program"
 done

@@ -32,6 +32,11 @@ cargo test --workspace --benches --quiet
 step "local demo (scripts/run_local.sh, small sizes)"
 BENCHFS_BLOCK=8m BENCHFS_FILES=100 "$root/scripts/run_local.sh"
 
+# Unmodified programs (cp, cat, dd, ls, find, tar, mv, rm, Python, fio, a forking program) on
+# BenchFS through the LD_PRELOAD library, against a local cluster.
+step "POSIX programs through libbenchfs_preload.so (scripts/test_posix.sh)"
+"$root/scripts/test_posix.sh"
+
 # The C tests link the shared library itself (libbenchfs.so), which `cargo test` does not
 # rebuild: build it first.
 step "cargo build --lib (libbenchfs.so for the C tests)"

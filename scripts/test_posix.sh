@@ -3,12 +3,15 @@
 #
 # Starts a local cluster (scripts/run_local.sh start, in target/posix-cluster), then runs
 # programs this project did not write with LD_PRELOAD set and the mount prefix
-# BENCHFS_MOUNT=/benchfs-posix-test: mkdir -p, cp in and out with cmp, cat, dd with
+# BENCHFS_MOUNT=/benchfs-posix-test, once with UCX over TCP and once over shared memory:
+# mkdir -p, cp in and out with cmp, cat, dd with
 # oflag=direct, ls -l, find with -name and -size (against GNU find over the same local tree),
 # tar in and out, mv, rm -r, a Python script (open, os.listdir, os.stat, shutil.copytree,
 # chdir), fio with the psync engine and verify=crc32c (and a corrupted block it must catch),
 # a program that forks and writes from the child, a shell that changes into a BenchFS
-# directory, and the errors of bad requests. What a program wrote is checked with benchfsctl,
+# directory, the errors of bad requests, and a C program that checks the semantics of every
+# intercepted libc call (offsets shared by dup, fcntl flags, stdio, readdir positions,
+# chmod/utimes, realpath, chdir, threads, close_range). What a program wrote is checked with benchfsctl,
 # which does not go through the preload, so nothing can pass by landing on the local disk.
 # Ends with the line `N passed, M failed` and exits non-zero when anything failed; stops the
 # cluster also on failure or Ctrl-C.
@@ -47,8 +50,6 @@ export BENCHFS_MOUNT=/benchfs-posix-test
 M="$BENCHFS_MOUNT"
 [ -e "$M" ] && die "$M exists on the local disk; the tests need a prefix that does not"
 work="$root/target/posix-work"
-rm -rf "$work"
-mkdir -p "$work"
 export BENCHFS_LOCAL_DIR="$root/target/posix-cluster"
 
 cleanup() {
@@ -59,8 +60,6 @@ cleanup() {
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
-
-eval "$("$root/scripts/run_local.sh" start)"
 
 # Runs a program under the preload.
 on() {
@@ -83,10 +82,10 @@ check() {
     set -e
     if [ "$status" -eq 0 ]; then
         passed=$((passed + 1))
-        echo "ok   $name"
+        echo "ok   [$label] $name"
     else
         failed=$((failed + 1))
-        echo "FAIL $name"
+        echo "FAIL [$label] $name"
         tail -n 25 "$log" | sed 's/^/    /'
     fi
 }
@@ -227,7 +226,7 @@ t_python() {
 
 t_fio() {
     local job=(--name=verify --filename="$M/fio/file" --ioengine=psync --rw=randwrite --bs=64k
-        --size=64m --verify=crc32c --verify_fatal=1)
+        --size=64m --verify=crc32c --verify_fatal=1 --verify_state_save=0)
     on mkdir "$M/fio"
     local out
     out="$(on fio "${job[@]}" --do_verify=1 --output-format=terse)"
@@ -277,6 +276,11 @@ t_errors() {
     cmp /etc/hostname "$work/hostname"
 }
 
+t_libc_calls() {
+    gcc -O2 -Wall -Werror -pthread -o "$work/libc_calls" "$root/tests/posix/libc_calls.c"
+    on "$work/libc_calls" "$M/libc" "$work"
+}
+
 t_nothing_local() {
     [ ! -e "$M" ] || {
         echo "$M appeared on the local disk"
@@ -313,7 +317,8 @@ EOF
 
 t_ior_posix() {
     local mpi=(mpirun --oversubscribe -np 2 -x LD_PRELOAD="$preload" -x BENCHFS_REGISTRY
-        -x BENCHFS_MOUNT -x UCX_TLS -x UCX_NET_DEVICES)
+        -x BENCHFS_MOUNT -x UCX_TLS)
+    [ -z "${UCX_NET_DEVICES:-}" ] || mpi+=(-x UCX_NET_DEVICES)
     export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
     on mkdir "$M/ior"
     "${mpi[@]}" "$IOR" -a POSIX -w -r -W -R -G 7 -t 1m -b 16m -F -C -O numTasksOnNode0=1 \
@@ -325,32 +330,48 @@ t_ior_posix() {
     ! grep -q ERROR <<<"$out"
 }
 
-check "mkdir -p" t_mkdir
-check "cp of a 64 MiB file into BenchFS" t_cp_in
-check "cp out of BenchFS, cmp" t_cp_out
-check "cat" t_cat
-check "dd with oflag=direct and iflag=direct" t_dd_direct
-check "ls -l" t_ls
-check "tar of a tree in and out (sizes, modes, mtimes)" t_tar
-check "find with -name, -size, -type" t_find
-check "mv of a directory, a file, and across file systems" t_mv
-check "rm -r" t_rm
-check "python: open, listdir, scandir, stat, copytree, chdir" t_python
-check "fio psync with verify=crc32c (and a corruption caught)" t_fio
-check "fork: the child writes; exec leaves it outside BenchFS" t_fork
-check "shell cd into BenchFS, relative paths" t_cd
-check "errors of bad requests, pass-through of the rest" t_errors
-if [ -n "${PFIND:-}" ]; then
-    check "IO500 find (pfind) against benchfsctl find" t_pfind
-else
-    say "PFIND not set: IO500's pfind not run"
-fi
-if [ -n "${IOR:-}" ]; then
-    check "IOR's POSIX backend and mdtest under mpirun" t_ior_posix
-else
-    say "IOR not set: IOR's POSIX backend not run"
-fi
-check "nothing landed on the local disk under $M" t_nothing_local
+# Every check against a fresh cluster over the transport in UCX_TLS.
+suite() {
+    label="$1"
+    rm -rf "$work"
+    mkdir -p "$work"
+    eval "$("$root/scripts/run_local.sh" start)"
+    check "mkdir -p" t_mkdir
+    check "cp of a 64 MiB file into BenchFS" t_cp_in
+    check "cp out of BenchFS, cmp" t_cp_out
+    check "cat" t_cat
+    check "dd with oflag=direct and iflag=direct" t_dd_direct
+    check "ls -l" t_ls
+    check "tar of a tree in and out (sizes, modes, mtimes)" t_tar
+    check "find with -name, -size, -type" t_find
+    check "mv of a directory, a file, and across file systems" t_mv
+    check "rm -r" t_rm
+    check "python: open, listdir, scandir, stat, copytree, chdir" t_python
+    check "fio psync with verify=crc32c (and a corruption caught)" t_fio
+    check "fork: the child writes; exec leaves it outside BenchFS" t_fork
+    check "shell cd into BenchFS, relative paths" t_cd
+    check "errors of bad requests, pass-through of the rest" t_errors
+    check "libc calls one by one (tests/posix/libc_calls.c)" t_libc_calls
+    if [ -n "${PFIND:-}" ]; then
+        check "IO500 find (pfind) against benchfsctl find" t_pfind
+    else
+        say "PFIND not set: IO500's pfind not run"
+    fi
+    if [ -n "${IOR:-}" ]; then
+        check "IOR's POSIX backend and mdtest under mpirun" t_ior_posix
+    else
+        say "IOR not set: IOR's POSIX backend not run"
+    fi
+    check "nothing landed on the local disk under $M" t_nothing_local
+    "$root/scripts/run_local.sh" stop >/dev/null
+}
+
+label=""
+export UCX_TLS=tcp UCX_NET_DEVICES=lo
+suite tcp
+export UCX_TLS=posix,cma
+unset UCX_NET_DEVICES
+suite shm
 
 echo "$passed passed, $failed failed"
 [ "$failed" -eq 0 ]

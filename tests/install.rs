@@ -41,7 +41,7 @@ fn installed_library_links_with_pkg_config_flags_alone() {
         .arg(Path::new(root).join("scripts/install.sh"))
         .arg(prefix.path()));
     let lib = prefix.path().join("lib");
-    for name in ["libbenchfs.so", "libbenchfs.so.0"] {
+    for name in ["libbenchfs.so", "libbenchfs.so.0", "libbenchfs_preload.so"] {
         assert!(lib.join(name).exists(), "{name} missing");
     }
     let dynamic = run(Command::new("readelf")

@@ -1058,7 +1058,9 @@ pub unsafe extern "C" fn flock(fd: c_int, op: c_int) -> c_int {
     )
 }
 
-/// `mmap(2)`: BenchFS files cannot be mapped (`ENODEV`).
+/// `mmap(2)`: BenchFS files cannot be mapped (`ENODEV`). Once the client is connected, UCX's
+/// memory hooks patch the `mmap` of every loaded object and the kernel answers instead
+/// (`EBADF` for the placeholder descriptor): the mapping fails either way.
 ///
 /// # Safety
 /// As for `mmap(2)`.
