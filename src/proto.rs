@@ -91,6 +91,9 @@ pub enum Op {
     SetAttr = 22,
 }
 
+/// Ops are numbered `1..=OP_COUNT`.
+pub const OP_COUNT: u16 = 22;
+
 impl Op {
     fn from_u16(v: u16) -> Option<Op> {
         use Op::*;
@@ -137,7 +140,8 @@ pub const FLAG_SET_MODE: u16 = 16;
 pub const FLAG_SET_ATIME: u16 = 32;
 /// SetAttr: set the mtime.
 pub const FLAG_SET_MTIME: u16 = 64;
-const KNOWN_FLAGS: u16 = FLAG_EXCL
+/// Every request flag a decoder accepts.
+pub const KNOWN_FLAGS: u16 = FLAG_EXCL
     | FLAG_SYNC
     | FLAG_INLINE
     | FLAG_REPLY_DATA
@@ -437,6 +441,15 @@ pub fn decode_stats(data: &[u8]) -> Result<WireStats, ProtoError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ops_are_numbered_one_to_op_count() {
+        for code in 1..=OP_COUNT {
+            assert_eq!(Op::from_u16(code).map(|op| op as u16), Some(code));
+        }
+        assert_eq!(Op::from_u16(0), None);
+        assert_eq!(Op::from_u16(OP_COUNT + 1), None);
+    }
 
     fn sample() -> WireRequest {
         WireRequest {

@@ -11,7 +11,7 @@ use benchfs::path::{normalize, normalize_bytes, PathError, NAME_MAX_BYTES, PATH_
 use benchfs::proto::{
     decode_entries, decode_reply, decode_request, decode_stats, encode_entry, encode_request, Op,
     ProtoError, WireInode, WireReply, WireRequest, WireStats, ERRNO_MAX, FLAG_EXCL, FLAG_INLINE,
-    FLAG_REPLY_DATA, FLAG_SYNC, RKEY_MAX_BYTES,
+    FLAG_REPLY_DATA, FLAG_SYNC, KNOWN_FLAGS, OP_COUNT, RKEY_MAX_BYTES,
 };
 use benchfs::rdma::rpc::{Frame, Kind, FRAME_BYTES};
 use benchfs::server::meta::MetaService;
@@ -25,8 +25,6 @@ const STATS_BYTES: usize = std::mem::size_of::<WireStats>();
 /// Offsets of `path_len` and `rkey_len` in a [`WireRequest`].
 const PATH_LEN_AT: usize = 20;
 const RKEY_LEN_AT: usize = 22;
-const KNOWN_FLAGS: u16 = FLAG_EXCL | FLAG_SYNC | FLAG_INLINE | FLAG_REPLY_DATA;
-const OP_COUNT: u16 = 21;
 
 fn bytes(max: usize) -> impl Strategy<Value = Vec<u8>> {
     prop::collection::vec(any::<u8>(), 0..max)

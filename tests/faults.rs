@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use benchfs::client::{Client, OpenFlags};
 use benchfs::placement;
-use common::{Cluster, Options, Transport};
+use common::{settled, Cluster, Options, Transport};
 
 /// Bytes of file `seed`, different for every file and offset.
 fn content(seed: u64, len: usize) -> Vec<u8> {
@@ -251,32 +251,6 @@ fn a_server_killed_during_writes_keeps_every_acknowledged_file() {
                 data.len()
             );
         }
-    }
-}
-
-/// Waits until every target has only `own` connections, no waiting request and every slot
-/// free; returns the last counters otherwise.
-fn settled(client: &mut Client, own: u64, within: Duration) -> Result<(), String> {
-    let until = Instant::now() + within;
-    loop {
-        let stats = client.target_stats().map_err(|e| e.to_string())?;
-        let busy: Vec<String> = stats
-            .iter()
-            .filter(|s| s.connections != own || s.queue_depth != 0 || s.free_slots != s.slots)
-            .map(|s| {
-                format!(
-                    "server {} shard {}: {} connections, {} waiting, {}/{} slots free",
-                    s.rank, s.shard, s.connections, s.queue_depth, s.free_slots, s.slots
-                )
-            })
-            .collect();
-        if busy.is_empty() {
-            return Ok(());
-        }
-        if Instant::now() >= until {
-            return Err(busy.join("\n"));
-        }
-        std::thread::sleep(Duration::from_millis(100));
     }
 }
 

@@ -378,3 +378,29 @@ impl Drop for Cluster {
         }
     }
 }
+
+/// Waits until every target has only `own` connections, no waiting request and every slot
+/// free; returns the last counters otherwise.
+pub fn settled(client: &mut Client, own: u64, within: Duration) -> Result<(), String> {
+    let until = Instant::now() + within;
+    loop {
+        let stats = client.target_stats().map_err(|e| e.to_string())?;
+        let busy: Vec<String> = stats
+            .iter()
+            .filter(|s| s.connections != own || s.queue_depth != 0 || s.free_slots != s.slots)
+            .map(|s| {
+                format!(
+                    "server {} shard {}: {} connections, {} waiting, {}/{} slots free",
+                    s.rank, s.shard, s.connections, s.queue_depth, s.free_slots, s.slots
+                )
+            })
+            .collect();
+        if busy.is_empty() {
+            return Ok(());
+        }
+        if Instant::now() >= until {
+            return Err(busy.join("\n"));
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}

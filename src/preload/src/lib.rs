@@ -23,12 +23,21 @@
 //! seen after that process closed (or fsynced) the file and this one opened it. File offsets
 //! are shared by descriptors made with `dup`, not between a parent and a child after `fork`
 //! (each keeps its own copy). Owners are always the calling user (`chown` to anyone else is
-//! `EPERM`); there are no links, no locks (`ENOLCK`), no memory mapping (`ENODEV`), no
-//! extended attributes (`ENOTSUP`). `fsync` of a directory is a no-op. Calls glibc makes
-//! internally (`scandir`, `ftw`, glibc's own `fts`, `execve`) do not pass through this library
-//! and do not see BenchFS. A program started by `exec` from one that had BenchFS files open
-//! inherits their descriptors as unusable (`EBADF`). The descriptors handed out stay below
-//! 65536. Only 64-bit Linux with glibc is supported.
+//! `EPERM`); there are no links (`EPERM`), no locks (`ENOLCK`), no memory mapping (`ENODEV`,
+//! or `EBADF` once UCX's memory hooks have patched `mmap`), no extended attributes
+//! (`ENOTSUP`). `fsync` of a directory is a no-op. The process's BenchFS calls share one
+//! client and are served one at a time.
+//!
+//! What does not pass through this library: calls glibc makes internally (`scandir`, `ftw`,
+//! glibc's own `fts`, `execve`), and the writes and reads of stdio streams glibc made for a
+//! descriptor itself (`stdout` when a shell redirected it into BenchFS, `printf` then fails
+//! with `EBADF`; streams from `fopen` and `fdopen` here do work). A program started by `exec`
+//! inherits BenchFS descriptors as unusable placeholders (`EBADF`), so `cmd > /benchfs/f` in a
+//! shell does not work: give the path to the program instead (`cp`, `dd of=`, `tee`). It does
+//! inherit a BenchFS current directory, through `PWD`. The descriptors handed out stay below
+//! 65536. The library also exports the C API of `libbenchfs.so` (it is built from the same
+//! crate): a program that links that library and runs under this one uses this copy. Only
+//! 64-bit Linux with glibc is supported.
 
 // Each exported function hands the caller's arguments to libc through `target::route`: the
 // route call and the libc call in its closure rest on one promise of the caller (the C

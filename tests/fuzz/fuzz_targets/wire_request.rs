@@ -6,14 +6,11 @@
 
 use benchfs::path::{normalize_bytes, PATH_MAX_BYTES};
 use benchfs::proto::{
-    decode_request, encode_request, WireRequest, FLAG_EXCL, FLAG_INLINE, FLAG_REPLY_DATA,
-    FLAG_SYNC, RKEY_MAX_BYTES,
+    decode_request, encode_request, WireRequest, KNOWN_FLAGS, OP_COUNT, RKEY_MAX_BYTES,
 };
 use libfuzzer_sys::fuzz_target;
 
 const REQUEST_BYTES: usize = std::mem::size_of::<WireRequest>();
-const KNOWN_FLAGS: u16 = FLAG_EXCL | FLAG_SYNC | FLAG_INLINE | FLAG_REPLY_DATA;
-const OP_COUNT: u16 = 21;
 
 fuzz_target!(|data: &[u8]| {
     if let Ok(req) = decode_request(data) {
