@@ -636,7 +636,8 @@ fn chown_path(path: &str, uid: libc::uid_t, gid: libc::gid_t) -> Result<c_int> {
     }
 }
 
-/// `chown(2)`: see [`chown_path`].
+/// `chown(2)`: BenchFS files belong to whoever looks; a change to the caller's own ids (or
+/// -1) succeeds once the file is found, any other is `EPERM`.
 ///
 /// # Safety
 /// As for `chown(2)`.
