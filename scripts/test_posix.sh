@@ -7,8 +7,9 @@
 # mkdir -p, cp in and out with cmp, cat, dd with
 # oflag=direct, ls -l, find with -name and -size (against GNU find over the same local tree),
 # tar in and out, mv, rm -r, a Python script (open, os.listdir, os.stat, shutil.copytree,
-# chdir), fio with the psync engine and verify=crc32c (and a corrupted block it must catch),
-# a program that forks and writes from the child, a shell that changes into a BenchFS
+# chdir), fio with the psync engine and verify=crc32c (and a corrupted block it must catch;
+# and 4 threads in one process), a program that forks and writes from the child, a Python
+# pool of forked workers, a shell that changes into a BenchFS
 # directory, the errors of bad requests, and a C program that checks the semantics of every
 # intercepted libc call (offsets shared by dup, fcntl flags, stdio, readdir positions,
 # chmod/utimes, realpath, chdir, threads, close_range). What a program wrote is checked with benchfsctl,
@@ -244,6 +245,39 @@ t_fio() {
     grep -qi "verify" <<<"$out"
 }
 
+t_fio_threads() {
+    on mkdir "$M/fio-threads"
+    local out
+    out="$(on fio --name=threads --directory="$M/fio-threads" --thread --numjobs=4 \
+        --ioengine=psync --rw=randwrite --bs=16k --size=16m --verify=crc32c --verify_fatal=1 \
+        --verify_state_save=0 --group_reporting)"
+    grep -q "err= 0" <<<"$out" || {
+        echo "$out"
+        return 1
+    }
+    [ "$("$ctl" ls /fio-threads | wc -l)" = 4 ]
+}
+
+t_multiprocessing() {
+    on python3 - "$M/pool" <<'EOF'
+import multiprocessing, os, sys
+root = sys.argv[1]
+def work(i):
+    data = bytes([i]) * (100000 + i)
+    with open(f"{root}/part{i}", "wb") as f:
+        f.write(data)
+    return len(data)
+os.makedirs(root)
+with multiprocessing.get_context("fork").Pool(4) as pool:
+    sizes = pool.map(work, range(16))
+for i, n in enumerate(sizes):
+    with open(f"{root}/part{i}", "rb") as f:
+        assert f.read() == bytes([i]) * n, i
+assert len(os.listdir(root)) == 16
+EOF
+    [ "$(size_of /pool/part15)" = 100015 ]
+}
+
 t_fork() {
     gcc -O2 -Wall -Werror -o "$work/fork_write" "$root/tests/posix/fork_write.c"
     gcc -O2 -Wall -Werror -o "$work/write_fd3" "$root/tests/posix/write_fd3.c"
@@ -348,7 +382,9 @@ suite() {
     check "rm -r" t_rm
     check "python: open, listdir, scandir, stat, copytree, chdir" t_python
     check "fio psync with verify=crc32c (and a corruption caught)" t_fio
+    check "fio with 4 threads in one process (verify=crc32c)" t_fio_threads
     check "fork: the child writes; exec leaves it outside BenchFS" t_fork
+    check "python multiprocessing: a pool of forked workers writes" t_multiprocessing
     check "shell cd into BenchFS, relative paths" t_cd
     check "errors of bad requests, pass-through of the rest" t_errors
     check "libc calls one by one (tests/posix/libc_calls.c)" t_libc_calls
