@@ -17,18 +17,25 @@
 #              BENCH_SIZE_MIB per process, write then read (--no-verify); then create, stat,
 #              rename (there and back, 2 per file) and unlink of BENCH_FILES empty files and
 #              mkdir of BENCH_FILES directories per process, and BENCH_LISTINGS (default
-#              200) listings per process of a directory of 1000 files. The cluster is stopped
-#              and its data removed after each repetition.
+#              200) listings per process of a directory of 1000 files; then the same
+#              sequential write and read by 4 fio jobs (psync, 4 MiB blocks) running on
+#              the same cluster through the LD_PRELOAD library (libbenchfs_preload.so),
+#              without buffer scrambling (benchfs-load --no-verify does not refill its
+#              buffers either), compared with benchfs-load's native figures. The cluster is
+#              stopped and its data removed after each repetition.
 #
 # O_DIRECT on both sides keeps the page cache out. The best run of each side is reported, so
 # a slow moment of a shared virtual disk does not decide the ratio. Output, one line each:
 #
 #   RESULT name=seq-write benchfs=<MiB/s> reference=<fio MiB/s> unit=MiB/s ratio=<r>
 #   RESULT name=seq-read benchfs=<MiB/s> reference=<fio MiB/s> unit=MiB/s ratio=<r>
+#   RESULT name=preload-seq-write benchfs=<fio through the preload> reference=<native> ...
+#   RESULT name=preload-seq-read ...
 #   RESULT name=create benchfs=<ops/s> unit=ops/s     (also stat, rename, unlink, mkdir)
 #   RESULT name=readdir-1000 benchfs=<listings/s> unit=ops/s
 #
-# Target: ratio >= 0.85 for seq-write and seq-read, the disk being the bottleneck.
+# Target: ratio >= 0.85 for seq-write and seq-read, the disk being the bottleneck; for the
+# preload rows (unmodified programs against the native client) ratio >= 0.8.
 #
 # Environment: BENCH_SIZE_MIB (default 1024) MiB per process and per fio job, BENCH_IODEPTH
 # (default 8) fio queue depth per job, BENCH_FILES (default 2000) files per process for the
@@ -79,7 +86,8 @@ fi
 
 # Build first, quietly, so that build output stays out of the measurements.
 log="$(mktemp)"
-if ! (cd "$root" && cargo build --release --bins --quiet) >"$log" 2>&1; then
+if ! (cd "$root" && cargo build --release --bins --quiet &&
+    cargo build --release --quiet -p benchfs-preload) >"$log" 2>&1; then
     cat "$log" >&2
     rm -f "$log"
     die "the build failed"
@@ -167,6 +175,18 @@ fio_run() {
         printf "%.1f\n", ((rw == "write") ? $48 : $7) / 1024 }'
 }
 
+# preload_fio RW: fio's bandwidth in MiB/s through the preload, on the running cluster.
+preload_fio() {
+    local rw="$1" terse
+    terse="$(LD_PRELOAD="$bin/libbenchfs_preload.so" BENCHFS_MOUNT=/bench-preload \
+        BENCHFS_REGISTRY="$work/registry" fio --name=preload --directory=/bench-preload/fio \
+        --numjobs="$procs" --group_reporting --size="${size_mib}M" --rw="$rw" --bs=4m \
+        --ioengine=psync --fallocate=none --scramble_buffers=0 --output-format=terse \
+        --terse-version=3)"
+    echo "$terse" | awk -F';' -v rw="$rw" '$1 == 3 {
+        printf "%.1f\n", ((rw == "write") ? $48 : $7) / 1024 }'
+}
+
 start_cluster() {
     local rank pid
     mkdir -p "$work/registry" "$work/data"
@@ -213,7 +233,7 @@ need() {
     [ -n "$2" ] || die "no figure for $1"
 }
 
-ref_write="" ref_read="" fs_write="" fs_read=""
+ref_write="" ref_read="" fs_write="" fs_read="" pl_write="" pl_read=""
 meta_phases="create stat rename unlink mkdir readdir"
 declare -A fs_meta=()
 for ((i = 1; i <= repeat; i++)); do
@@ -238,6 +258,13 @@ for ((i = 1; i <= repeat; i++)); do
     # Listings of a directory of 1000 entries, BENCH_LISTINGS per process.
     "$bin/benchfs-load" --registry "$work/registry" --procs "$procs" --dir /list \
         --files "$listings" --listing-entries 1000 --phases readdir >>"$work/meta.out"
+    "$bin/benchfsctl" --registry "$work/registry" mkdir /fio >/dev/null
+    figure="$(preload_fio write)"
+    need "fio write through the preload" "$figure"
+    pl_write="$(best "$pl_write" "$figure")"
+    figure="$(preload_fio read)"
+    need "fio read through the preload" "$figure"
+    pl_read="$(best "$pl_read" "$figure")"
     stop_cluster
     for phase in write read; do
         figure="$(column "$phase" 5 "$work/seq.out")"
@@ -259,6 +286,12 @@ awk -v bw="$fs_write" -v rw="$ref_write" -v br="$fs_read" -v rr="$ref_read" 'BEG
         bw, rw, (rw > 0 ? bw / rw : 0)
     printf "RESULT name=seq-read benchfs=%.1f reference=%.1f unit=MiB/s ratio=%.2f\n",
         br, rr, (rr > 0 ? br / rr : 0)
+}'
+awk -v pw="$pl_write" -v bw="$fs_write" -v pr="$pl_read" -v br="$fs_read" 'BEGIN {
+    printf "RESULT name=preload-seq-write benchfs=%.1f reference=%.1f unit=MiB/s ratio=%.2f\n",
+        pw, bw, (bw > 0 ? pw / bw : 0)
+    printf "RESULT name=preload-seq-read benchfs=%.1f reference=%.1f unit=MiB/s ratio=%.2f\n",
+        pr, br, (br > 0 ? pr / br : 0)
 }'
 for phase in $meta_phases; do
     name="$phase"
