@@ -48,6 +48,8 @@ ctl="$root/target/release/benchfsctl"
 [ -f "$preload" ] || die "$preload was not built"
 
 export BENCHFS_MOUNT=/benchfs-posix-test
+# Times are compared as text.
+export TZ=UTC
 M="$BENCHFS_MOUNT"
 [ -e "$M" ] && die "$M exists on the local disk; the tests need a prefix that does not"
 work="$root/target/posix-work"
@@ -220,6 +222,29 @@ t_rm() {
     expect_fail "No such file" "$ctl" stat /data/dd-odd
 }
 
+t_coreutils() {
+    # cp -a keeps modes and times (ACLs fall back to chmod: xattrs are ENOTSUP).
+    on cp -a "$work/tree" "$M/cpa"
+    diff <(cd "$work/tree" && find . -type f -printf '%p %s %m %TY-%Tm-%Td %TH:%TM\n' | sort) \
+        <(on find "$M/cpa" -type f -printf '%p %s %m %TY-%Tm-%Td %TH:%TM\n' |
+            sed "s|^$M/cpa|.|" | sort)
+    diff <(cd "$work/tree" && find . -type d -printf '%p %m\n' | sort) \
+        <(on find "$M/cpa" -type d -printf '%p %m\n' | sed "s|^$M/cpa|.|" | sort)
+    on install -m 640 "$work/text" "$M/installed"
+    "$ctl" stat /installed | grep -q "(0640/"
+    on touch -d '2011-12-13 14:15:16' "$M/installed"
+    [ "$(on stat -c '%y' "$M/installed")" = "2011-12-13 14:15:16.000000000 +0000" ]
+    on truncate -s 12345 "$M/installed"
+    [ "$(size_of /installed)" = 12345 ]
+    [ "$(on md5sum <"$work/big" | cut -d' ' -f1)" = "$(on md5sum "$M/data/big" | cut -d' ' -f1)" ]
+    on gzip -k "$M/data/text"
+    on gunzip -c "$M/data/text.gz" | cmp - "$work/text"
+    [ "$(on du -s --apparent-size -b "$M/cpa/d1/d2" | cut -f1)" = \
+        "$(find "$work/tree/d1/d2" -type f -printf '%s\n' | awk '{ s += $1 } END { print s }')" ]
+    [ "$(on tail -c 7 "$M/data/text")" = "$(tail -c 7 "$work/text")" ]
+    on rm "$M/data/text.gz"
+}
+
 t_python() {
     on python3 "$root/tests/posix/python_ops.py" "$M/python" "$work/tree" "$work"
     "$ctl" stat /python/blob.bin | grep -q "Size: $((3 * 1024 * 1024 + 17))"
@@ -380,6 +405,7 @@ suite() {
     check "find with -name, -size, -type" t_find
     check "mv of a directory, a file, and across file systems" t_mv
     check "rm -r" t_rm
+    check "cp -a, install -m, touch -d, truncate, md5sum, gzip, du, tail" t_coreutils
     check "python: open, listdir, scandir, stat, copytree, chdir" t_python
     check "fio psync with verify=crc32c (and a corruption caught)" t_fio
     check "fio with 4 threads in one process (verify=crc32c)" t_fio_threads

@@ -981,6 +981,14 @@ not_supported_on_paths! {
     lgetxattr(name: *const c_char, value: *mut c_void, size: size_t) -> ssize_t, libc::ENOTSUP;
     listxattr(list: *mut c_char, size: size_t) -> ssize_t, libc::ENOTSUP;
     llistxattr(list: *mut c_char, size: size_t) -> ssize_t, libc::ENOTSUP;
+    setxattr(
+        name: *const c_char, value: *const c_void, size: size_t, flags: c_int
+    ) -> c_int, libc::ENOTSUP;
+    lsetxattr(
+        name: *const c_char, value: *const c_void, size: size_t, flags: c_int
+    ) -> c_int, libc::ENOTSUP;
+    removexattr(name: *const c_char) -> c_int, libc::ENOTSUP;
+    lremovexattr(name: *const c_char) -> c_int, libc::ENOTSUP;
     readlink(buf: *mut c_char, size: size_t) -> ssize_t, libc::EINVAL;
 }
 
@@ -1013,6 +1021,40 @@ pub unsafe extern "C" fn flistxattr(fd: c_int, list: *mut c_char, size: size_t) 
         fd,
         // SAFETY: the caller's arguments are passed on.
         || unsafe { real::flistxattr(fd, list, size) },
+        || Err(Errno(libc::ENOTSUP)),
+    )
+}
+
+/// `fsetxattr(2)`: `ENOTSUP` on BenchFS descriptors (ACL tools then fall back to chmod).
+///
+/// # Safety
+/// As for `fsetxattr(2)`.
+#[no_mangle]
+pub unsafe extern "C" fn fsetxattr(
+    fd: c_int,
+    name: *const c_char,
+    value: *const c_void,
+    size: size_t,
+    flags: c_int,
+) -> c_int {
+    route_fd(
+        fd,
+        // SAFETY: the caller's arguments are passed on.
+        || unsafe { real::fsetxattr(fd, name, value, size, flags) },
+        || Err(Errno(libc::ENOTSUP)),
+    )
+}
+
+/// `fremovexattr(2)`: `ENOTSUP` on BenchFS descriptors.
+///
+/// # Safety
+/// As for `fremovexattr(2)`.
+#[no_mangle]
+pub unsafe extern "C" fn fremovexattr(fd: c_int, name: *const c_char) -> c_int {
+    route_fd(
+        fd,
+        // SAFETY: the caller's arguments are passed on.
+        || unsafe { real::fremovexattr(fd, name) },
         || Err(Errno(libc::ENOTSUP)),
     )
 }

@@ -129,6 +129,30 @@ real_fns! {
     listxattr(path: *const c_char, list: *mut c_char, size: size_t) -> ssize_t;
     llistxattr(path: *const c_char, list: *mut c_char, size: size_t) -> ssize_t;
     flistxattr(fd: c_int, list: *mut c_char, size: size_t) -> ssize_t;
+    setxattr(
+        path: *const c_char,
+        name: *const c_char,
+        value: *const c_void,
+        size: size_t,
+        flags: c_int
+    ) -> c_int;
+    lsetxattr(
+        path: *const c_char,
+        name: *const c_char,
+        value: *const c_void,
+        size: size_t,
+        flags: c_int
+    ) -> c_int;
+    fsetxattr(
+        fd: c_int,
+        name: *const c_char,
+        value: *const c_void,
+        size: size_t,
+        flags: c_int
+    ) -> c_int;
+    removexattr(path: *const c_char, name: *const c_char) -> c_int;
+    lremovexattr(path: *const c_char, name: *const c_char) -> c_int;
+    fremovexattr(fd: c_int, name: *const c_char) -> c_int;
     readlink(path: *const c_char, buf: *mut c_char, size: size_t) -> ssize_t;
     readlinkat(dirfd: c_int, path: *const c_char, buf: *mut c_char, size: size_t) -> ssize_t;
     realpath(path: *const c_char, resolved: *mut c_char) -> *mut c_char;
