@@ -324,6 +324,20 @@ t_cd() {
     cmp "$work/text" "$work/there"
 }
 
+t_standard_streams() {
+    # sort -o puts the output file on descriptor 1 and writes through stdout.
+    seq 1 50000 | sort -R >"$work/shuffled"
+    on sort -n -o "$M/data/sorted" "$work/shuffled"
+    "$ctl" get /data/sorted "$work/sorted"
+    cmp "$work/sorted" <(seq 1 50000)
+    # A shell's redirection of its builtins into BenchFS, and back to the terminal after.
+    local out
+    out="$(on bash -c "echo first > '$M/data/builtin'; printf '%s\\n' a b >> '$M/data/builtin';
+        echo after")"
+    [ "$out" = after ]
+    [ "$(on cat "$M/data/builtin")" = "$(printf 'first\na\nb')" ]
+}
+
 t_errors() {
     expect_fail "No such file or directory" on cat "$M/data/missing"
     expect_fail "Directory not empty" on rmdir "$M/data"
@@ -412,6 +426,7 @@ suite() {
     check "fork: the child writes; exec leaves it outside BenchFS" t_fork
     check "python multiprocessing: a pool of forked workers writes" t_multiprocessing
     check "shell cd into BenchFS, relative paths" t_cd
+    check "sort -o and a shell's redirection of builtins (stdout replaced)" t_standard_streams
     check "errors of bad requests, pass-through of the rest" t_errors
     check "libc calls one by one (tests/posix/libc_calls.c)" t_libc_calls
     if [ -n "${PFIND:-}" ]; then

@@ -121,6 +121,8 @@ static void stdio_streams(void) {
     EXPECT(fgets(line, sizeof line, f) && strcmp(line, "line 0\n") == 0);
     EXPECT(fseek(f, -5, SEEK_END) == 0 && fgets(line, sizeof line, f) && strcmp(line, "tail\n") == 0);
     EXPECT(ftell(f) > 5000);
+    struct stat st;
+    EXPECT(fileno(f) >= 0 && fstat(fileno(f), &st) == 0 && st.st_size == ftell(f));
     EXPECT(fclose(f) == 0);
     int fd = open(at("stdio.txt"), O_RDONLY);
     f = fdopen(fd, "r");

@@ -295,6 +295,10 @@ fn dup_onto(fd: c_int, to: c_int, flags: c_int) -> c_int {
                 fail(Errno(libc::EINVAL))
             };
         }
+        if ours {
+            // What the program wrote to the standard stream so far goes where it pointed.
+            crate::stdio::flush_standard(to);
+        }
         if state::is_ours(to) {
             if let Err(e) = state::lock().release(to) {
                 crate::diag::say(&format!("closing descriptor {to} for dup2: {e:?}"));
@@ -311,7 +315,11 @@ fn dup_onto(fd: c_int, to: c_int, flags: c_int) -> c_int {
         if !ours || new < 0 {
             return new;
         }
-        done(adopt(fd, new))
+        let new = done(adopt(fd, new));
+        if new >= 0 {
+            crate::stdio::standard_now_benchfs(new);
+        }
+        new
     })
 }
 

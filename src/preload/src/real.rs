@@ -181,6 +181,8 @@ real_fns! {
     close_range(first: c_uint, last: c_uint, flags: c_int) -> c_int;
     fopen(path: *const c_char, mode: *const c_char) -> *mut FILE;
     fdopen(fd: c_int, mode: *const c_char) -> *mut FILE;
+    fileno(file: *mut FILE) -> c_int;
+    fileno_unlocked(file: *mut FILE) -> c_int;
     link(from: *const c_char, to: *const c_char) -> c_int;
     linkat(from_dir: c_int, from: *const c_char, to_dir: c_int, to: *const c_char, flags: c_int)
         -> c_int;

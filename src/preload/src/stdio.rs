@@ -1,9 +1,19 @@
 //! stdio streams of BenchFS files: `fopen` and `fdopen` return a `fopencookie` stream whose
 //! reads, writes, seeks and close go through this library's descriptor calls, so `fread`,
-//! `fwrite`, `fprintf`, `fgets`, `fseek` and `fclose` work unchanged. (`fileno` of such a
-//! stream is -1: glibc knows no descriptor behind a cookie stream.)
+//! `fwrite`, `fprintf`, `fgets`, `fseek` and `fclose` work unchanged. glibc knows no
+//! descriptor behind a cookie stream; `fileno` (interposed here) gives the BenchFS one, as
+//! programs that check `fileno(fp) == STDOUT_FILENO` or `fstat(fileno(fp))` expect.
+//!
+//! The standard streams: glibc's `stdin`, `stdout` and `stderr` read and write descriptors 0,
+//! 1 and 2 with calls of its own that this library cannot see. When a BenchFS descriptor is
+//! put in place of one of them (`dup2`, as `sort -o` or a shell's redirection of a builtin
+//! does), the stream is replaced by a cookie stream over that descriptor number, which serves
+//! BenchFS and, through this library's pass-through, whatever the number later points to
+//! again (`stderr` stays unbuffered; the others become fully buffered).
 
 use std::ffi::{c_char, c_int, c_void, CStr};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Mutex;
 
 use libc::{size_t, ssize_t, FILE};
 
@@ -27,6 +37,53 @@ struct CookieFunctions {
 
 extern "C" {
     fn fopencookie(cookie: *mut c_void, mode: *const c_char, funcs: CookieFunctions) -> *mut FILE;
+    static mut stdin: *mut FILE;
+    static mut stdout: *mut FILE;
+    static mut stderr: *mut FILE;
+}
+
+/// The variable of standard stream `fd` (0, 1, 2).
+fn standard_slot(fd: c_int) -> Option<*mut *mut FILE> {
+    match fd {
+        0 => Some(&raw mut stdin),
+        1 => Some(&raw mut stdout),
+        2 => Some(&raw mut stderr),
+        _ => None,
+    }
+}
+
+/// Flushes the standard output stream of descriptor `fd` (1 or 2), before the descriptor is
+/// replaced.
+pub fn flush_standard(fd: c_int) {
+    if let Some(slot) = standard_slot(fd).filter(|_| fd != 0) {
+        // SAFETY: the slot is glibc's stream variable; fflush of a live stream.
+        unsafe { libc::fflush(*slot) };
+    }
+}
+
+/// Replaces standard stream `fd` (0, 1, 2) by a cookie stream over that descriptor number,
+/// once, after a BenchFS descriptor was put there.
+pub fn standard_now_benchfs(fd: c_int) {
+    static REPLACED: [AtomicBool; 3] = [const { AtomicBool::new(false) }; 3];
+    let Some(slot) = standard_slot(fd) else {
+        return;
+    };
+    if REPLACED[fd as usize].swap(true, Ordering::AcqRel) {
+        return;
+    }
+    let mode = if fd == 0 { c"r" } else { c"w" };
+    let Ok(file) = stream(fd, mode.as_ptr()) else {
+        REPLACED[fd as usize].store(false, Ordering::Release);
+        crate::diag::say(&format!("cannot make a stream for descriptor {fd}"));
+        return;
+    };
+    if fd == 2 {
+        // SAFETY: a stream just made, before any I/O on it.
+        unsafe { libc::setvbuf(file, std::ptr::null_mut(), libc::_IONBF, 0) };
+    }
+    // SAFETY: glibc's stream variable; programs read it at each use. The stream it held stays
+    // allocated (a program may still hold its address) and is not used by this library again.
+    unsafe { *slot = file };
 }
 
 /// The descriptor a cookie stands for.
@@ -59,8 +116,61 @@ unsafe extern "C" fn cookie_seek(cookie: *mut c_void, at: *mut i64, whence: c_in
 }
 
 unsafe extern "C" fn cookie_close(cookie: *mut c_void) -> c_int {
+    let fd = fd_of(cookie);
+    forget_stream(fd);
     // SAFETY: the stream owns its descriptor.
-    unsafe { crate::files::close(fd_of(cookie)) }
+    unsafe { crate::files::close(fd) }
+}
+
+/// Streams made here, by `FILE *` address, with their descriptors.
+static STREAMS: Mutex<Vec<(usize, c_int)>> = Mutex::new(Vec::new());
+static ANY_STREAM: AtomicBool = AtomicBool::new(false);
+
+fn streams() -> std::sync::MutexGuard<'static, Vec<(usize, c_int)>> {
+    STREAMS.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn forget_stream(fd: c_int) {
+    let mut all = streams();
+    all.retain(|&(_, d)| d != fd);
+    ANY_STREAM.store(!all.is_empty(), Ordering::Release);
+}
+
+/// The descriptor behind a stream made here.
+fn stream_fd(file: *mut FILE) -> Option<c_int> {
+    if !ANY_STREAM.load(Ordering::Acquire) {
+        return None;
+    }
+    let all = streams();
+    all.iter()
+        .find(|&&(f, _)| f == file as usize)
+        .map(|&(_, fd)| fd)
+}
+
+/// `fileno(3)`: the descriptor of a stream made here, else glibc's answer.
+///
+/// # Safety
+/// As for `fileno(3)`.
+#[no_mangle]
+pub unsafe extern "C" fn fileno(file: *mut FILE) -> c_int {
+    match stream_fd(file) {
+        Some(fd) => fd,
+        // SAFETY: the caller's stream.
+        None => unsafe { real::fileno(file) },
+    }
+}
+
+/// `fileno_unlocked(3)`.
+///
+/// # Safety
+/// As for `fileno(3)`.
+#[no_mangle]
+pub unsafe extern "C" fn fileno_unlocked(file: *mut FILE) -> c_int {
+    match stream_fd(file) {
+        Some(fd) => fd,
+        // SAFETY: the caller's stream.
+        None => unsafe { real::fileno_unlocked(file) },
+    }
 }
 
 /// `open(2)` flags of an `fopen` mode ("r", "w+", "ab", "re", "wx", ...).
@@ -97,6 +207,8 @@ fn stream(fd: c_int, mode: *const c_char) -> Result<*mut FILE> {
     if file.is_null() {
         return Err(Errno(libc::ENOMEM));
     }
+    streams().push((file as usize, fd));
+    ANY_STREAM.store(true, Ordering::Release);
     Ok(file)
 }
 
