@@ -29,7 +29,8 @@
 //! client and are served one at a time.
 //!
 //! What does not pass through this library: calls glibc makes internally (`scandir`, `ftw`,
-//! glibc's own `fts`, `execve`). The standard streams are replaced by streams of this library
+//! glibc's own `fts`, `execve`), and programs that call the kernel without libc (static or
+//! Go binaries, raw `syscall`). The standard streams are replaced by streams of this library
 //! when a BenchFS descriptor is put on 0, 1 or 2 ([`stdio`]), so `sort -o` and a shell's
 //! redirection of its builtins work. A program started by `exec` inherits BenchFS
 //! descriptors as unusable placeholders (`EBADF`), so `cmd > /benchfs/f` in a shell fails for
@@ -37,7 +38,9 @@
 //! A program does inherit a BenchFS current directory, through `PWD`. The descriptors handed
 //! out stay below 65536. The library also exports the C API of `libbenchfs.so` (it is built
 //! from the same crate): a program that links that library and runs under this one uses this
-//! copy. Only 64-bit Linux with glibc is supported.
+//! copy. UCX, loaded with the library, installs its handlers of fatal signals (backtraces);
+//! `UCX_ERROR_SIGNALS=` (empty) keeps a program's own. Only 64-bit Linux with glibc is
+//! supported.
 
 // Each exported function hands the caller's arguments to libc through `target::route`: the
 // route call and the libc call in its closure rest on one promise of the caller (the C
