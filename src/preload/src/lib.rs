@@ -9,11 +9,14 @@
 //!   the kernel), fork and exit handling, the one lock;
 //! - [`target`]: which calls are for BenchFS (absolute paths under the prefix, paths
 //!   relative to a BenchFS directory descriptor or current directory);
-//! - [`files`]: open, close, read and write in their variants, seek, dup, fcntl, fsync,
-//!   truncate, and the descriptor calls BenchFS answers with an error of its own (mmap, ioctl,
-//!   locks, copy_file_range, sendfile);
-//! - [`meta`]: stat in every variant, access, unlink, mkdir, rmdir, rename, chmod, chown,
-//!   utimes, statfs, extended attributes, links, readlink, realpath, chdir and getcwd;
+//! - [`files`]: open, close, read and write in their variants, seek, fsync, truncate,
+//!   fallocate, fadvise;
+//! - [`dup`]: dup, dup2, dup3, fcntl;
+//! - [`stat`]: stat in every variant, statfs;
+//! - [`meta`]: access, unlink, mkdir, rmdir, rename, chmod, chown, utimes;
+//! - [`cwd`]: realpath, chdir, fchdir, getcwd;
+//! - [`unsupported`]: what BenchFS does not have (extended attributes, links, mmap, ioctl,
+//!   locks, copy_file_range, sendfile), answered with a clear error;
 //! - [`dirs`]: opendir, fdopendir, readdir, closedir and the rest of the directory stream;
 //! - [`stdio`]: fopen and fdopen on BenchFS files, as `fopencookie` streams.
 //!
@@ -50,15 +53,19 @@
 #[cfg(not(all(target_os = "linux", target_pointer_width = "64")))]
 compile_error!("the preload library supports 64-bit Linux (glibc) only");
 
+pub mod cwd;
 pub mod diag;
 pub mod dirs;
+pub mod dup;
 pub mod files;
 pub mod meta;
 pub mod paths;
 pub mod real;
+pub mod stat;
 pub mod state;
 pub mod stdio;
 pub mod target;
+pub mod unsupported;
 
 use std::ffi::c_int;
 

@@ -168,12 +168,15 @@ pub fn lock() -> Guard {
 }
 
 thread_local! {
-    static HELD_FOR_FORK: std::cell::RefCell<Option<Guard>> = const { std::cell::RefCell::new(None) };
+    static HELD_FOR_FORK: std::cell::RefCell<Option<(Guard, crate::stdio::StreamsGuard)>> =
+        const { std::cell::RefCell::new(None) };
 }
 
 extern "C" fn before_fork() {
+    // The same order as everywhere: the state, then the stream registry.
     let guard = lock();
-    HELD_FOR_FORK.with(|held| *held.borrow_mut() = Some(guard));
+    let streams = crate::stdio::lock_streams();
+    HELD_FOR_FORK.with(|held| *held.borrow_mut() = Some((guard, streams)));
 }
 
 extern "C" fn after_fork() {

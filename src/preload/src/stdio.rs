@@ -126,8 +126,16 @@ unsafe extern "C" fn cookie_close(cookie: *mut c_void) -> c_int {
 static STREAMS: Mutex<Vec<(usize, c_int)>> = Mutex::new(Vec::new());
 static ANY_STREAM: AtomicBool = AtomicBool::new(false);
 
-fn streams() -> std::sync::MutexGuard<'static, Vec<(usize, c_int)>> {
+/// The locked registry of streams made here.
+pub type StreamsGuard = std::sync::MutexGuard<'static, Vec<(usize, c_int)>>;
+
+fn streams() -> StreamsGuard {
     STREAMS.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Locks the stream registry (held across `fork`, so the child never inherits it locked).
+pub fn lock_streams() -> StreamsGuard {
+    streams()
 }
 
 fn forget_stream(fd: c_int) {
