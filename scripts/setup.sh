@@ -17,6 +17,8 @@ packages=(
     openmpi-bin libopenmpi-dev fio iproute2
     # e2fsprogs: the disk-full test formats a small loop-mounted file system.
     e2fsprogs
+    # Programs test_posix.sh runs under the LD_PRELOAD library (fio and gcc are above).
+    python3 tar gzip findutils coreutils
 )
 
 missing=()
