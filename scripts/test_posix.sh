@@ -1,21 +1,22 @@
 #!/usr/bin/env bash
 # Unmodified POSIX programs on BenchFS through the LD_PRELOAD library (libbenchfs_preload.so).
 #
-# Starts a local cluster (scripts/run_local.sh start, in target/posix-cluster), then runs
+# Starts a local cluster (scripts/run_local.sh start, in target/posix-cluster) and runs
 # programs this project did not write with LD_PRELOAD set and the mount prefix
 # BENCHFS_MOUNT=/benchfs-posix-test, once with UCX over TCP and once over shared memory:
-# mkdir -p, cp in and out with cmp, cat, dd with
-# oflag=direct, ls -l, find with -name and -size (against GNU find over the same local tree),
-# tar in and out, mv, rm -r, a Python script (open, os.listdir, os.stat, shutil.copytree,
-# chdir), fio with the psync engine and verify=crc32c (and a corrupted block it must catch;
-# and 4 threads in one process), a program that forks and writes from the child, a Python
-# pool of forked workers, a shell that changes into a BenchFS
-# directory, the errors of bad requests, and a C program that checks the semantics of every
-# intercepted libc call (offsets shared by dup, fcntl flags, stdio, readdir positions,
-# chmod/utimes, realpath, chdir, threads, close_range). What a program wrote is checked with benchfsctl,
-# which does not go through the preload, so nothing can pass by landing on the local disk.
-# Ends with the line `N passed, M failed` and exits non-zero when anything failed; stops the
-# cluster also on failure or Ctrl-C.
+#   mkdir -p; cp in and out, cmp; cat; dd with oflag=direct and iflag=direct; ls -l; find
+#   with -name, -size and -type (against GNU find over the same local tree); tar in and out
+#   (sizes, modes, mtimes); mv (directory, file, across file systems); rm -r; cp -a, install,
+#   touch, truncate, md5sum, gzip, du, tail; a Python script (open, os.listdir, os.scandir,
+#   os.stat, shutil.copytree, chdir) and a Python pool of forked workers; fio with the psync
+#   engine and verify=crc32c (a corrupted block must be caught; 4 threads in one process); a
+#   C program that forks and writes from the child; a shell that changes into a BenchFS
+#   directory; sort -o and a shell's redirection of builtins; the errors of bad requests; a C
+#   program that checks every intercepted libc call (tests/posix/libc_calls.c).
+# What a program wrote is checked with benchfsctl, which does not go through the preload, and
+# the prefix must not exist on the local disk afterwards: nothing passes by landing on local
+# files. Ends with the line `N passed, M failed` and exits non-zero when anything failed;
+# stops the cluster also on failure or Ctrl-C.
 #
 # Optional programs, run when given (they are built outside this repository):
 #   PFIND=path/to/pfind   IO500's find (pfind) on an mdtest-hard-like tree, checked against
