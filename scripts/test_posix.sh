@@ -11,7 +11,8 @@
 #   os.stat, shutil.copytree, chdir) and a Python pool of forked workers; fio with the psync
 #   engine and verify=crc32c (a corrupted block must be caught; 4 threads in one process); a
 #   C program that forks and writes from the child; a shell that changes into a BenchFS
-#   directory; sort -o and a shell's redirection of builtins; the errors of bad requests; a C
+#   directory; sort -o and a shell's redirection of builtins; programs a shell or Python's
+#   subprocess starts with stdin/stdout redirected into BenchFS; the errors of bad requests; a C
 #   program that checks every intercepted libc call (tests/posix/libc_calls.c).
 # What a program wrote is checked with benchfsctl, which does not go through the preload, and
 # the prefix must not exist on the local disk afterwards: nothing passes by landing on local
@@ -339,6 +340,28 @@ t_standard_streams() {
     [ "$(on cat "$M/data/builtin")" = "$(printf 'first\na\nb')" ]
 }
 
+t_exec_redirect() {
+    # Programs a shell starts with their standard streams redirected into BenchFS (the
+    # descriptors travel through execve).
+    on bash -c "cat '$work/text' '$work/text' > '$M/data/twice'; seq 1 3 >> '$M/data/twice';
+        sort -n < '$M/data/twice' > '$M/data/twice-sorted'"
+    "$ctl" get /data/twice "$work/twice"
+    cmp "$work/twice" <(cat "$work/text" "$work/text"; seq 1 3)
+    "$ctl" get /data/twice-sorted "$work/twice-sorted"
+    cmp "$work/twice-sorted" <( (cat "$work/text" "$work/text" && seq 1 3) | sort -n)
+    # Python's subprocess (vfork, then exec) with stdout on a BenchFS file; the parent goes on.
+    on python3 - "$M/data" <<'EOF'
+import subprocess, sys
+root = sys.argv[1]
+with open(f"{root}/from-child", "w") as f:
+    subprocess.run(["seq", "1", "1000"], stdout=f, check=True)
+    subprocess.run("echo via-sh", shell=True, stdout=f, check=True)
+with open(f"{root}/from-child") as f:
+    lines = f.read().split()
+assert lines == [str(i) for i in range(1, 1001)] + ["via-sh"], lines[-3:]
+EOF
+}
+
 t_errors() {
     expect_fail "No such file or directory" on cat "$M/data/missing"
     expect_fail "Directory not empty" on rmdir "$M/data"
@@ -428,6 +451,7 @@ suite() {
     check "python multiprocessing: a pool of forked workers writes" t_multiprocessing
     check "shell cd into BenchFS, relative paths" t_cd
     check "sort -o and a shell's redirection of builtins (stdout replaced)" t_standard_streams
+    check "programs started with stdin/stdout redirected into BenchFS (exec)" t_exec_redirect
     check "errors of bad requests, pass-through of the rest" t_errors
     check "libc calls one by one (tests/posix/libc_calls.c)" t_libc_calls
     if [ -n "${PFIND:-}" ]; then

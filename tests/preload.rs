@@ -1,6 +1,6 @@
 //! The LD_PRELOAD library (`libbenchfs_preload.so`) seen from the servers: programs under it
 //! connect on first use, publish what they wrote and disconnect at exit (also when they exit
-//! with files open), fork children connect on their own and leave nothing behind; over TCP on
+//! with files open, by `exit` or `_exit`), fork children connect on their own and leave nothing behind; over TCP on
 //! loopback, shared memory, and between hosts (network namespaces). The programs themselves
 //! (cp, tar, find, Python, fio, ...) are exercised by `scripts/test_posix.sh`.
 
@@ -95,6 +95,15 @@ fn programs_connect_publish_and_disconnect(transport: Transport) {
         ),
     ]));
     assert_eq!(size(&mut client, "/unclosed"), 123457);
+    // The same with `_exit`, which skips exit handlers (shells and forked workers end so).
+    run(under_preload(&cluster, "python3").args([
+        "-c",
+        &format!(
+            "import os\nfd = os.open('{MOUNT}/unclosed-exit', os.O_CREAT | os.O_WRONLY, 0o644)\n\
+             os.write(fd, b'y' * 4321)\nos._exit(0)\n"
+        ),
+    ]));
+    assert_eq!(size(&mut client, "/unclosed-exit"), 4321);
     settled(&mut client, 1, Duration::from_secs(10))
         .unwrap_or_else(|busy| panic!("an exit with an open file left:\n{busy}"));
 

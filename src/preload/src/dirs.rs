@@ -55,7 +55,9 @@ fn entry_inode(path: &str) -> u64 {
 }
 
 fn is_ours(dir: *mut DIR) -> bool {
-    DIRS_OPEN.load(Ordering::Acquire) && state::lock().dirs.contains_key(&(dir as usize))
+    DIRS_OPEN.load(Ordering::Acquire)
+        && !state::borrowed_memory()
+        && state::lock().dirs.contains_key(&(dir as usize))
 }
 
 /// Opens a stream on BenchFS descriptor `fd` (a directory), which the stream then owns.

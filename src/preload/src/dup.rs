@@ -126,7 +126,11 @@ pub unsafe extern "C" fn dup(fd: c_int) -> c_int {
 pub unsafe extern "C" fn dup2(fd: c_int, to: c_int) -> c_int {
     if !state::is_ours(fd) && !state::is_ours(to) {
         // SAFETY: a plain descriptor call.
-        return unsafe { real::dup2(fd, to) };
+        let rc = unsafe { real::dup2(fd, to) };
+        if rc >= 0 && state::borrowed_memory() {
+            crate::exec::note_borrowed_dup(fd, to);
+        }
+        return rc;
     }
     dup_onto(fd, to, -1)
 }
@@ -139,7 +143,11 @@ pub unsafe extern "C" fn dup2(fd: c_int, to: c_int) -> c_int {
 pub unsafe extern "C" fn dup3(fd: c_int, to: c_int, flags: c_int) -> c_int {
     if !state::is_ours(fd) && !state::is_ours(to) {
         // SAFETY: a plain descriptor call.
-        return unsafe { real::dup3(fd, to, flags) };
+        let rc = unsafe { real::dup3(fd, to, flags) };
+        if rc >= 0 && state::borrowed_memory() {
+            crate::exec::note_borrowed_dup(fd, to);
+        }
+        return rc;
     }
     dup_onto(fd, to, flags)
 }

@@ -412,7 +412,9 @@ pub unsafe extern "C" fn close(fd: c_int) -> c_int {
 #[no_mangle]
 pub unsafe extern "C" fn close_range(first: c_uint, last: c_uint, flags: c_int) -> c_int {
     guard(|| {
-        if flags & libc::CLOSE_RANGE_CLOEXEC as c_int == 0 {
+        // A child on its parent's memory (vfork) leaves the table alone: its descriptors are
+        // its own copies, the table is the parent's.
+        if flags & libc::CLOSE_RANGE_CLOEXEC as c_int == 0 && !state::borrowed_memory() {
             let (lo, hi) = (
                 first.min(i32::MAX as u32) as c_int,
                 last.min(i32::MAX as u32) as c_int,

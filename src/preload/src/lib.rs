@@ -18,26 +18,33 @@
 //! - [`unsupported`]: what BenchFS does not have (extended attributes, links, mmap, ioctl,
 //!   locks, copy_file_range, sendfile), answered with a clear error;
 //! - [`dirs`]: opendir, fdopendir, readdir, closedir and the rest of the directory stream;
-//! - [`stdio`]: fopen and fdopen on BenchFS files, as `fopencookie` streams.
+//! - [`stdio`]: fopen and fdopen on BenchFS files, as `fopencookie` streams; the standard
+//!   streams when a BenchFS descriptor is put on 0, 1 or 2;
+//! - [`exec`]: BenchFS descriptors kept open across `exec` go on working in the new program.
 //!
 //! # Semantics and limits
 //!
 //! BenchFS is close-to-open consistent: a file's size and data written by another process are
-//! seen after that process closed (or fsynced) the file and this one opened it. File offsets
-//! are shared by descriptors made with `dup`, not between a parent and a child after `fork`
-//! (each keeps its own copy). Owners are always the calling user (`chown` to anyone else is
-//! `EPERM`); there are no links (`EPERM`), no locks (`ENOLCK`), no memory mapping (`ENODEV`,
-//! or `EBADF` once UCX's memory hooks have patched `mmap`), no extended attributes
-//! (`ENOTSUP`). `fsync` of a directory is a no-op. The process's BenchFS calls share one
-//! client and are served one at a time.
+//! seen after that process closed (or fsynced) the file and this one opened it; a process
+//! that ends (`exit` or `_exit`) closes its files. File offsets are shared by descriptors made
+//! with `dup`, not between processes: a child keeps a copy from `fork`, and a write-only
+//! descriptor inherited through `exec` goes on at the end of the file (so sequential writers,
+//! `{ a; b; } > f`, append to each other; concurrent ones through one descriptor would not).
+//! Owners are always the calling user (`chown` to anyone else is `EPERM`); there are no links
+//! (`EPERM`), no locks (`ENOLCK`), no memory mapping (`ENODEV`, or `EBADF` once UCX's memory
+//! hooks have patched `mmap`), no extended attributes (`ENOTSUP`). `fsync` of a directory is a
+//! no-op. The process's BenchFS calls share one client and are served one at a time. A child
+//! made by `vfork` (or `posix_spawn`) runs on its parent's memory: everything it does before
+//! its `exec` passes to libc.
 //!
 //! What does not pass through this library: calls glibc makes internally (`scandir`, `ftw`,
-//! glibc's own `fts`, `execve`), and programs that call the kernel without libc (static or
-//! Go binaries, raw `syscall`). The standard streams are replaced by streams of this library
-//! when a BenchFS descriptor is put on 0, 1 or 2 ([`stdio`]), so `sort -o` and a shell's
-//! redirection of its builtins work. A program started by `exec` inherits BenchFS
-//! descriptors as unusable placeholders (`EBADF`), so `cmd > /benchfs/f` in a shell fails for
-//! programs the shell starts: give them the path instead (`cp`, `dd of=`, `tee`, `sort -o`).
+//! glibc's own `fts`), and programs that call the kernel without libc (static or Go binaries,
+//! raw `syscall`). The standard streams are replaced by streams of this library when a
+//! BenchFS descriptor is put on 0, 1 or 2 ([`stdio`]), so `sort -o` and a shell's redirection
+//! of its builtins work. BenchFS descriptors kept open across `execve`, `execv`, `execvp` or
+//! `execvpe` go on working in the new program ([`exec`]), so `cmd > /benchfs/f` and
+//! `subprocess.run(..., stdout=f)` work; `execl*`, `posix_spawn` and `system` exec from inside
+//! glibc, and their programs get unusable placeholders (`EBADF`) instead.
 //! A program does inherit a BenchFS current directory, through `PWD`. The descriptors handed
 //! out stay below 65536. The library also exports the C API of `libbenchfs.so` (it is built
 //! from the same crate): a program that links that library and runs under this one uses this
@@ -57,6 +64,7 @@ pub mod cwd;
 pub mod diag;
 pub mod dirs;
 pub mod dup;
+pub mod exec;
 pub mod files;
 pub mod meta;
 pub mod paths;

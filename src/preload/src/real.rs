@@ -188,6 +188,8 @@ real_fns! {
         -> c_int;
     symlink(target: *const c_char, path: *const c_char) -> c_int;
     symlinkat(target: *const c_char, dirfd: c_int, path: *const c_char) -> c_int;
+    execve(path: *const c_char, argv: *const *const c_char, envp: *const *const c_char) -> c_int;
+    execvpe(file: *const c_char, argv: *const *const c_char, envp: *const *const c_char) -> c_int;
 }
 
 /// libc's `open`, which is variadic (the mode is read only with `O_CREAT` or `O_TMPFILE`).

@@ -17,7 +17,7 @@
 
 use std::collections::HashMap;
 use std::ffi::c_int;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard, Once};
 
 use benchfs::client::{Client, ClientConfig, File};
@@ -93,10 +93,40 @@ pub static CWD_INSIDE: AtomicBool = AtomicBool::new(false);
 /// Some BenchFS directory stream is open.
 pub static DIRS_OPEN: AtomicBool = AtomicBool::new(false);
 
-/// Whether `fd` is a BenchFS descriptor (no lock taken).
+/// Whether `fd` is a BenchFS descriptor (no lock taken). Never in a child that shares the
+/// memory of its parent ([`borrowed_memory`]).
 pub fn is_ours(fd: c_int) -> bool {
     (0..FD_LIMIT).contains(&fd)
         && OURS[(fd / 64) as usize].load(Ordering::Acquire) & (1 << (fd % 64)) != 0
+        && !borrowed_memory()
+}
+
+/// The process this library's memory belongs to (set at load and in a forked child).
+static OWNER_PID: AtomicU32 = AtomicU32::new(0);
+
+/// Whether this is a child made by `vfork` (or a `clone` sharing memory, as `posix_spawn`
+/// does) of a process using this library: it runs on its parent's memory until it calls
+/// `exec`, so it must not change this library's state (or glibc's standard streams), and
+/// every call passes to libc. (`fork` children have their own copy: the fork handler makes
+/// them owners.)
+pub fn borrowed_memory() -> bool {
+    let owner = OWNER_PID.load(Ordering::Relaxed);
+    owner != 0 && owner != std::process::id()
+}
+
+/// Registers the fork handlers (once) and makes this process the owner of the state.
+pub fn register_fork_handlers() {
+    static FORK_HANDLERS: Once = Once::new();
+    FORK_HANDLERS.call_once(|| {
+        OWNER_PID.store(std::process::id(), Ordering::Relaxed);
+        // SAFETY: the three handlers are `extern "C"` functions living as long as the process.
+        let rc = unsafe {
+            libc::pthread_atfork(Some(before_fork), Some(after_fork), Some(after_fork_child))
+        };
+        if rc != 0 {
+            diag::say("pthread_atfork failed: a fork during a BenchFS call may hang the child");
+        }
+    });
 }
 
 fn mark(fd: c_int, ours: bool) {
@@ -130,6 +160,8 @@ pub struct State {
     pub cwd: Option<String>,
     /// Open directory streams by their `DIR *` address.
     pub dirs: HashMap<usize, Box<DirStream>>,
+    /// Descriptors inherited through `exec`, not reopened yet.
+    pending: HashMap<c_int, crate::exec::Inherited>,
 }
 
 static STATE: Mutex<Option<State>> = Mutex::new(None);
@@ -153,15 +185,7 @@ impl std::ops::DerefMut for Guard {
 
 /// Takes the lock (registering the fork handlers on first use).
 pub fn lock() -> Guard {
-    static FORK_HANDLERS: Once = Once::new();
-    FORK_HANDLERS.call_once(|| {
-        // SAFETY: the three handlers are `extern "C"` functions living as long as the process.
-        let rc =
-            unsafe { libc::pthread_atfork(Some(before_fork), Some(after_fork), Some(after_fork)) };
-        if rc != 0 {
-            diag::say("pthread_atfork failed: a fork during a BenchFS call may hang the child");
-        }
-    });
+    register_fork_handlers();
     let mut guard = STATE.lock().unwrap_or_else(|e| e.into_inner());
     guard.get_or_insert_with(State::default);
     Guard(guard)
@@ -183,11 +207,38 @@ extern "C" fn after_fork() {
     HELD_FOR_FORK.with(|held| drop(held.borrow_mut().take()));
 }
 
+extern "C" fn after_fork_child() {
+    OWNER_PID.store(std::process::id(), Ordering::Relaxed);
+    after_fork();
+}
+
 extern "C" fn at_exit() {
     // Buffered stdio data of BenchFS streams goes out first (through this library).
     // SAFETY: fflush(NULL) flushes every open stream; the lock is not held here.
     unsafe { libc::fflush(std::ptr::null_mut()) };
-    let mut state = lock();
+    close_all(lock());
+}
+
+/// For `_exit`: closes every open file (publishing what was written) unless the lock is
+/// taken (`_exit` may come from a signal handler that interrupted a BenchFS call) or this is a
+/// child on its parent's memory.
+pub fn close_all_now() {
+    if borrowed_memory() {
+        return;
+    }
+    let guard = match STATE.try_lock() {
+        Ok(guard) => guard,
+        Err(std::sync::TryLockError::Poisoned(e)) => e.into_inner(),
+        Err(std::sync::TryLockError::WouldBlock) => return,
+    };
+    if guard.is_some() {
+        close_all(Guard(guard));
+    }
+}
+
+/// Closes every open file of this process's client (publishing the sizes written) and
+/// disconnects.
+fn close_all(mut state: Guard) {
     if state.client.is_none() || state.client_pid != std::process::id() {
         return;
     }
@@ -232,15 +283,62 @@ impl State {
         Ok(&mut self.client.as_mut().expect("connected above").0)
     }
 
+    /// Records descriptor `fd`, inherited through `exec`, to be reopened on first use.
+    pub fn inherit(&mut self, fd: c_int, inherited: crate::exec::Inherited) {
+        self.pending.insert(fd, inherited);
+        mark(fd, true);
+    }
+
+    /// The index of the description of `fd`, reopening an inherited descriptor first.
+    fn index(&mut self, fd: c_int) -> Result<usize> {
+        if let Some(&index) = self.fds.get(&fd) {
+            return Ok(index);
+        }
+        let inherited = self.pending.remove(&fd).ok_or(Errno(libc::EBADF))?;
+        let what = match self
+            .client()
+            .and_then(|client| crate::exec::reopen(client, &inherited))
+        {
+            Ok(what) => what,
+            Err(e) => {
+                diag::say(&format!(
+                    "descriptor {fd} inherited for {}: cannot reopen it",
+                    inherited.path
+                ));
+                mark(fd, false);
+                return Err(e);
+            }
+        };
+        // Offsets are not shared between processes: a write-only descriptor goes on at the
+        // end of what earlier writers through it (other children of the same parent) left,
+        // which is what sequential writers of a shell's `{ a; b; } > f` expect.
+        let offset = match &what {
+            What::File(f) if inherited.flags & libc::O_ACCMODE == libc::O_WRONLY => {
+                inherited.offset.max(f.size())
+            }
+            _ => inherited.offset,
+        };
+        self.insert(
+            fd,
+            Desc {
+                refs: 1,
+                flags: inherited.flags,
+                offset,
+                what,
+            },
+        );
+        Ok(self.fds[&fd])
+    }
+
     /// The description of BenchFS descriptor `fd`.
     pub fn desc(&mut self, fd: c_int) -> Result<&mut Desc> {
-        let index = *self.fds.get(&fd).ok_or(Errno(libc::EBADF))?;
+        let index = self.index(fd)?;
         self.descs[index].as_mut().ok_or(Errno(libc::EBADF))
     }
 
     /// The client and the description of `fd` together.
     pub fn client_and_desc(&mut self, fd: c_int) -> Result<(&mut Client, &mut Desc)> {
-        let index = *self.fds.get(&fd).ok_or(Errno(libc::EBADF))?;
+        let index = self.index(fd)?;
         self.client()?;
         let client = &mut self.client.as_mut().expect("connected above").0;
         let desc = self.descs[index].as_mut().ok_or(Errno(libc::EBADF))?;
@@ -266,7 +364,7 @@ impl State {
 
     /// Makes descriptor `to` share the description of `fd` (after a kernel dup).
     pub fn share(&mut self, fd: c_int, to: c_int) -> Result<()> {
-        let index = *self.fds.get(&fd).ok_or(Errno(libc::EBADF))?;
+        let index = self.index(fd)?;
         if let Some(desc) = self.descs[index].as_mut() {
             desc.refs += 1;
         }
@@ -278,6 +376,10 @@ impl State {
     /// Forgets descriptor `fd`; returns its description when it was the last one pointing
     /// there (the caller closes the file).
     pub fn forget(&mut self, fd: c_int) -> Option<Desc> {
+        if self.pending.remove(&fd).is_some() {
+            mark(fd, false);
+            return None;
+        }
         let index = self.fds.remove(&fd)?;
         mark(fd, false);
         let desc = self.descs[index].as_mut()?;
@@ -312,11 +414,44 @@ impl State {
         }
     }
 
+    /// Open BenchFS descriptors (not counting inherited ones not reopened yet).
+    pub fn open_fds(&self) -> Vec<c_int> {
+        let mut fds: Vec<c_int> = self.fds.keys().copied().collect();
+        fds.sort_unstable();
+        fds
+    }
+
+    /// What the open descriptions stand for, read without reopening or syncing anything.
+    pub fn snapshot(&self) -> Vec<(c_int, crate::exec::Inherited)> {
+        let mut out = self.inherited();
+        for (&fd, &index) in &self.fds {
+            if let Some(desc) = &self.descs[index] {
+                let inherited = crate::exec::Inherited {
+                    dir: matches!(desc.what, What::Dir(_)),
+                    flags: desc.flags,
+                    offset: desc.offset,
+                    path: desc.path().to_string(),
+                };
+                out.push((fd, inherited));
+            }
+        }
+        out
+    }
+
+    /// Descriptors inherited through `exec` and not reopened yet.
+    pub fn inherited(&self) -> Vec<(c_int, crate::exec::Inherited)> {
+        self.pending
+            .iter()
+            .map(|(&fd, i)| (fd, i.clone()))
+            .collect()
+    }
+
     /// BenchFS descriptors in `first..=last`.
     pub fn fds_in(&self, first: c_int, last: c_int) -> Vec<c_int> {
         let mut fds: Vec<c_int> = self
             .fds
             .keys()
+            .chain(self.pending.keys())
             .copied()
             .filter(|fd| (first..=last).contains(fd))
             .collect();
@@ -346,13 +481,23 @@ fn connect() -> Result<Client> {
     })
 }
 
-/// At load: a program started in a BenchFS directory (by a shell that changed into it under
-/// this library) finds it in `PWD`, the only trace of it that survives `exec`.
+/// At load: what a program inherits through `exec` from one that ran under this library: its
+/// BenchFS descriptors ([`crate::exec`]) and its BenchFS current directory.
 #[used]
 #[link_section = ".init_array"]
-static INHERIT_CWD: extern "C" fn() = inherit_cwd;
+static AT_LOAD: extern "C" fn() = at_load;
 
-extern "C" fn inherit_cwd() {
+extern "C" fn at_load() {
+    let _ = std::panic::catch_unwind(|| {
+        register_fork_handlers();
+        crate::exec::inherit_descriptors();
+        inherit_cwd();
+    });
+}
+
+/// A program started in a BenchFS directory (by a shell that changed into it under this
+/// library) finds it in `PWD`, the only trace of it that survives `exec`.
+fn inherit_cwd() {
     let Ok(pwd) = std::env::var("PWD") else {
         return;
     };

@@ -146,7 +146,7 @@ fn forget_stream(fd: c_int) {
 
 /// The descriptor behind a stream made here.
 fn stream_fd(file: *mut FILE) -> Option<c_int> {
-    if !ANY_STREAM.load(Ordering::Acquire) {
+    if !ANY_STREAM.load(Ordering::Acquire) || state::borrowed_memory() {
         return None;
     }
     let all = streams();

@@ -20,11 +20,24 @@ pub enum Target {
     Local(CString),
 }
 
-/// Resolves `path` (relative to `dirfd` or the current directory).
+/// Resolves `path` (relative to `dirfd` or the current directory). In a child that runs on
+/// its parent's memory ([`state::borrowed_memory`]) nothing is BenchFS.
 ///
 /// # Safety
 /// `path` is NULL or a NUL-terminated string.
 pub unsafe fn target(dirfd: c_int, path: *const c_char) -> Result<Target> {
+    // SAFETY: the caller's promise on `path` is passed on.
+    match unsafe { resolve(dirfd, path) }? {
+        Target::Ours(_) if state::borrowed_memory() => Ok(Target::Real),
+        found => Ok(found),
+    }
+}
+
+/// [`target`] without the check of borrowed memory.
+///
+/// # Safety
+/// `path` is NULL or a NUL-terminated string.
+unsafe fn resolve(dirfd: c_int, path: *const c_char) -> Result<Target> {
     if path.is_null() {
         return Ok(Target::Real);
     }
