@@ -79,6 +79,7 @@ use std::fmt;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufReader, BufWriter, Read, Seek, SeekFrom, Write};
 use std::ops::{Bound, RangeBounds};
+use std::os::fd::AsRawFd;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
@@ -100,6 +101,9 @@ const RESERVED_AT: usize = 12;
 pub const FILE_HEADER_LEN: usize = RESERVED_AT + 4;
 
 const CRC_LEN: usize = 4;
+/// Disk space kept allocated past the end of the log (fallocate, size unchanged), so that
+/// mutations, unlinks first of all, still go in when the chunk files filled the disk.
+pub const SPACE_RESERVE_BYTES: u64 = 1 << 20;
 // Offsets inside an operation header (a record header without its crc).
 const OP_KIND_AT: usize = 0;
 const OP_KEY_LEN_AT: usize = 1;
@@ -278,6 +282,8 @@ pub struct MetaLog {
     /// Automatic compaction is not attempted while the file is shorter than this.
     auto_compact_from: u64,
     compaction_error: Option<Error>,
+    /// The file's blocks are allocated up to here (see [`SPACE_RESERVE_BYTES`]).
+    reserved_until: u64,
 }
 
 impl fmt::Debug for MetaLog {
@@ -327,7 +333,9 @@ impl MetaLog {
             dir_sync_pending: false,
             auto_compact_from: 0,
             compaction_error: None,
+            reserved_until: 0,
         };
+        log.keep_reserve();
         log.maybe_compact();
         Ok(log)
     }
@@ -446,6 +454,8 @@ impl MetaLog {
         self.file = file;
         self.file_len = file_len;
         self.auto_compact_from = 0;
+        self.reserved_until = 0;
+        self.keep_reserve();
         self.dir_sync_pending = true;
         self.sync_dir_if_pending()
     }
@@ -496,6 +506,7 @@ impl MetaLog {
         match written {
             Ok(()) => {
                 self.file_len += appended;
+                self.keep_reserve();
                 Ok(())
             }
             Err(e) => {
@@ -503,6 +514,27 @@ impl MetaLog {
                 let _ = self.file.set_len(self.file_len);
                 Err(Error::io("append to metadata log", self.path.clone(), e))
             }
+        }
+    }
+
+    /// Tops the allocated space past the end up to [`SPACE_RESERVE_BYTES`] once half of it is
+    /// used. When the disk is full this fails, and appends use what is left of the reserve.
+    fn keep_reserve(&mut self) {
+        if self.file_len + SPACE_RESERVE_BYTES / 2 <= self.reserved_until {
+            return;
+        }
+        // SAFETY: fallocate on the log's open descriptor with KEEP_SIZE allocates blocks
+        // beyond the end without changing the file's size or contents; no memory is involved.
+        let rc = unsafe {
+            libc::fallocate(
+                self.file.as_raw_fd(),
+                libc::FALLOC_FL_KEEP_SIZE,
+                self.file_len as libc::off_t,
+                SPACE_RESERVE_BYTES as libc::off_t,
+            )
+        };
+        if rc == 0 {
+            self.reserved_until = self.file_len + SPACE_RESERVE_BYTES;
         }
     }
 

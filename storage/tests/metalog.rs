@@ -536,3 +536,37 @@ proptest! {
         prop_assert_eq!(log.last_recovery().truncated_bytes, 0);
     }
 }
+
+/// The log keeps space allocated past its end, so that a full disk still takes mutations
+/// (unlinks, to free space): the blocks are there, the size is the log's.
+#[test]
+fn space_past_the_end_stays_allocated() {
+    use benchfs_storage::metalog::SPACE_RESERVE_BYTES;
+    use std::os::unix::fs::MetadataExt;
+    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let mut log = MetaLog::open_with(dir.path(), no_auto_compaction()).unwrap();
+    let allocated = |dir: &Path| fs::metadata(log_path(dir)).unwrap().blocks() * 512;
+    assert_eq!(
+        file_len(dir.path()),
+        FILE_HEADER_LEN as u64,
+        "the size is the log's"
+    );
+    assert!(
+        allocated(dir.path()) >= SPACE_RESERVE_BYTES,
+        "only {} bytes allocated",
+        allocated(dir.path())
+    );
+    // Appends past half of the reserve top it up again.
+    let value = vec![7u8; 60_000];
+    for i in 0..20u32 {
+        log.put(&i.to_le_bytes(), &value).unwrap();
+    }
+    let end = file_len(dir.path());
+    assert!(
+        end > SPACE_RESERVE_BYTES,
+        "the log grew past the first reserve"
+    );
+    assert!(allocated(dir.path()) >= end + SPACE_RESERVE_BYTES / 2);
+    log.compact().unwrap();
+    assert!(allocated(dir.path()) >= file_len(dir.path()) + SPACE_RESERVE_BYTES / 2);
+}
