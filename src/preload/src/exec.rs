@@ -137,13 +137,7 @@ fn owned_entries() -> Vec<(c_int, Inherited)> {
                 }
             }
         }
-        let inherited = Inherited {
-            dir: matches!(desc.what, What::Dir(_)),
-            flags: desc.flags,
-            offset: desc.offset,
-            path: desc.path().to_string(),
-        };
-        entries.push((fd, inherited));
+        entries.push((fd, desc.inherited()));
     }
     entries
 }

@@ -402,10 +402,11 @@ pub unsafe extern "C" fn statfs(path: *const c_char, buf: *mut libc::statfs) -> 
 /// As for `fstatfs(2)`.
 #[no_mangle]
 pub unsafe extern "C" fn fstatfs(fd: c_int, buf: *mut libc::statfs) -> c_int {
-    // SAFETY: the caller's arguments are passed on.
     route_fd(
         fd,
+        // SAFETY: the caller's arguments are passed on.
         || unsafe { real::fstatfs(fd, buf) },
+        // SAFETY: the caller's buffer, writable by the contract of fstatfs.
         || unsafe { fill_statfs(buf) },
     )
 }
@@ -436,10 +437,11 @@ pub unsafe extern "C" fn statvfs(path: *const c_char, buf: *mut libc::statvfs) -
 /// As for `fstatvfs(3)`.
 #[no_mangle]
 pub unsafe extern "C" fn fstatvfs(fd: c_int, buf: *mut libc::statvfs) -> c_int {
-    // SAFETY: the caller's arguments are passed on.
     route_fd(
         fd,
+        // SAFETY: the caller's arguments are passed on.
         || unsafe { real::fstatvfs(fd, buf) },
+        // SAFETY: the caller's buffer, writable by the contract of fstatvfs.
         || unsafe { fill_statvfs(buf) },
     )
 }

@@ -76,6 +76,16 @@ pub struct Desc {
 }
 
 impl Desc {
+    /// What it stands for, as it travels through `exec`.
+    pub fn inherited(&self) -> crate::exec::Inherited {
+        crate::exec::Inherited {
+            dir: matches!(self.what, What::Dir(_)),
+            flags: self.flags,
+            offset: self.offset,
+            path: self.path().to_string(),
+        }
+    }
+
     /// The BenchFS path it was opened by.
     pub fn path(&self) -> &str {
         match &self.what {
@@ -426,13 +436,7 @@ impl State {
         let mut out = self.inherited();
         for (&fd, &index) in &self.fds {
             if let Some(desc) = &self.descs[index] {
-                let inherited = crate::exec::Inherited {
-                    dir: matches!(desc.what, What::Dir(_)),
-                    flags: desc.flags,
-                    offset: desc.offset,
-                    path: desc.path().to_string(),
-                };
-                out.push((fd, inherited));
+                out.push((fd, desc.inherited()));
             }
         }
         out
